@@ -1,0 +1,56 @@
+"""File-system helpers: atomic writes and joins that cannot escape their root."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from tuneforge.errors import UserError
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write `data` to `path` through a temp file, fsync and rename: never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_dir(path: Path) -> Path:
+    """A fresh temporary sibling of `path`; rename it onto `path` with `commit_dir`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+
+
+def commit_dir(tmp: Path, path: Path) -> None:
+    """Move a completed temporary directory onto its final name."""
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+class PathEscapeError(UserError):
+    """A relative path points outside the directory it must stay in."""
+
+
+def safe_join(root: Path, relative: str) -> Path:
+    """Join `relative` under `root`, refusing `..` escapes and absolute paths elsewhere."""
+    root_resolved = root.resolve()
+    candidate = (root / relative).resolve()
+    if candidate != root_resolved and root_resolved not in candidate.parents:
+        raise PathEscapeError(
+            f"{relative!r} escapes the directory {str(root)!r}; "
+            "expected a path inside it"
+        )
+    return candidate
