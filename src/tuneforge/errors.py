@@ -87,7 +87,11 @@ class ConfigError(_IssuesError):
 
     @classmethod
     def one(
-        cls, message: str, *, field: str | None = None, source: str | None = None,
+        cls,
+        message: str,
+        *,
+        field: str | None = None,
+        source: str | None = None,
         line: int | None = None,
     ) -> ConfigError:
         """Build a ConfigError holding a single issue."""
@@ -99,7 +103,11 @@ class DataError(_IssuesError):
 
     @classmethod
     def one(
-        cls, message: str, *, file: str | None = None, line: int | None = None,
+        cls,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
         field: str | None = None,
     ) -> DataError:
         """Build a DataError holding a single issue."""

@@ -50,7 +50,6 @@ def safe_join(root: Path, relative: str) -> Path:
     candidate = (root / relative).resolve()
     if candidate != root_resolved and root_resolved not in candidate.parents:
         raise PathEscapeError(
-            f"{relative!r} escapes the directory {str(root)!r}; "
-            "expected a path inside it"
+            f"{relative!r} escapes the directory {str(root)!r}; expected a path inside it"
         )
     return candidate

@@ -8,6 +8,14 @@ from tuneforge.config.run import RunConfig
 from tuneforge.config.train import MethodConfig, TrainingConfig
 
 __all__ = [
-    "CorpusConfig", "CorpusItem", "DataConfig", "MethodConfig", "ModelConfig", "OutputConfig",
-    "RunConfig", "TrainingConfig", "dump_run_config", "load_run_config",
+    "CorpusConfig",
+    "CorpusItem",
+    "DataConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "RunConfig",
+    "TrainingConfig",
+    "dump_run_config",
+    "load_run_config",
 ]

@@ -46,8 +46,11 @@ class Alias:
             if str(value) not in self.values:
                 raise ValueError(f"expected one of {', '.join(self.values)}, got {value!r}")
             return self.target, self.values[str(value)]
-        if self.scale is not None and isinstance(value, int | float) \
-                and not isinstance(value, bool):
+        if (
+            self.scale is not None
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
             return self.target, round(value * self.scale, 10)
         return self.target, value
 
@@ -64,8 +67,11 @@ def _parse_entry(raw: Any) -> Alias:
     if isinstance(raw, str):
         return Alias(target=raw)
     return Alias(
-        target=raw.get("to"), scale=raw.get("scale"), values=raw.get("values"),
-        route=raw.get("route"), section=raw.get("section"),
+        target=raw.get("to"),
+        scale=raw.get("scale"),
+        values=raw.get("values"),
+        route=raw.get("route"),
+        section=raw.get("section"),
     )
 
 
@@ -125,8 +131,9 @@ class Normalizer:
         self.nested.setdefault(section, {})[name] = value
         self.origins[(section, name)] = Origin(raw_path, self.source)
 
-    def add(self, key: str, value: Any, raw_path: Path_ = (), only_section: str | None = None
-            ) -> None:
+    def add(
+        self, key: str, value: Any, raw_path: Path_ = (), only_section: str | None = None
+    ) -> None:
         """Map one key (as typed, at `raw_path`) onto its canonical place."""
         raw_path = raw_path or (key,)
         table = alias_table()
@@ -163,14 +170,17 @@ class Normalizer:
             self._issue(raw_path, str(exc))
             return
         if only_section is not None and not target.startswith(only_section + "."):
-            self._issue(raw_path, f"{key!r} belongs to section {target.split('.')[0]!r}, "
-                                  f"not {only_section!r}")
+            self._issue(
+                raw_path,
+                f"{key!r} belongs to section {target.split('.')[0]!r}, not {only_section!r}",
+            )
             return
         self._put(target, converted, raw_path)
 
 
-def normalize(raw: Mapping[str, Any], source: str | None,
-              lines: Mapping[Path_, int] | None = None) -> Normalizer:
+def normalize(
+    raw: Mapping[str, Any], source: str | None, lines: Mapping[Path_, int] | None = None
+) -> Normalizer:
     """Apply the alias tables to every key of `raw`; problems are collected, not raised."""
     normalizer = Normalizer(source, lines)
     for key, value in raw.items():

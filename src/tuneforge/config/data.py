@@ -15,7 +15,13 @@ Formatting = Literal[
 ]
 FILE_TYPES: tuple[str, ...] = ("json", "jsonl", "txt", "csv", "parquet")
 FORMATTINGS: tuple[str, ...] = (
-    "alpaca", "sharegpt", "openai", "text", "preference", "embedding", "rerank"
+    "alpaca",
+    "sharegpt",
+    "openai",
+    "text",
+    "preference",
+    "embedding",
+    "rerank",
 )
 _PROPORTION = re.compile(r"^\s*(?:1\s*:\s*(?P<ratio>\d+(?:\.\d+)?)|(?P<pct>\d+(?:\.\d+)?)\s*%)\s*$")
 
@@ -91,7 +97,9 @@ class DataConfig(Section):
         default=2048, ge=1, description="Tokens per sample after truncation (cutoff_len)."
     )
     eval_split_ratio: float = Field(
-        default=0.0, ge=0, lt=100,
+        default=0.0,
+        ge=0,
+        lt=100,
         description="Percent of the training data held out for evaluation.",
     )
     sampling_rate: float = Field(

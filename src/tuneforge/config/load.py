@@ -78,7 +78,7 @@ def _message(err: Mapping[str, Any]) -> str:
     msg = str(err["msg"])
     for prefix in ("Input should be ", "Value error, "):
         if msg.startswith(prefix):
-            msg = msg[len(prefix):]
+            msg = msg[len(prefix) :]
             if prefix == "Input should be ":
                 msg = "expected " + msg
     if err["type"] == "missing":
@@ -98,8 +98,13 @@ def _validation_issues(exc: ValidationError, sources: Sequence[Normalizer]) -> l
                 origin = normalizer.origins[(str(loc[0]), str(loc[1]))], normalizer
                 break
         if origin is None:
-            issues.append(Issue(_message(err), field=display(loc) if loc else None,
-                                file=sources[-1].source if sources else None))
+            issues.append(
+                Issue(
+                    _message(err),
+                    field=display(loc) if loc else None,
+                    file=sources[-1].source if sources else None,
+                )
+            )
             continue
         where, normalizer = origin
         raw_path = (*where.raw_path, *loc[2:])
@@ -108,8 +113,9 @@ def _validation_issues(exc: ValidationError, sources: Sequence[Normalizer]) -> l
     return issues
 
 
-def build_run_config(*layers: tuple[Mapping[str, Any], str | None, Mapping[Path_, int] | None]
-                     ) -> RunConfig:
+def build_run_config(
+    *layers: tuple[Mapping[str, Any], str | None, Mapping[Path_, int] | None],
+) -> RunConfig:
     """Merge (raw dict, source, lines) layers, later ones winning, and validate once."""
     normalizers = [normalize(raw, source, lines) for raw, source, lines in layers]
     issues = [issue for n in normalizers for issue in n.issues]
@@ -127,9 +133,12 @@ def build_run_config(*layers: tuple[Mapping[str, Any], str | None, Mapping[Path_
     return config
 
 
-def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = (),
-                    values: Mapping[str, Any] | None = None, source: str = "request"
-                    ) -> RunConfig:
+def load_run_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    values: Mapping[str, Any] | None = None,
+    source: str = "request",
+) -> RunConfig:
     """A RunConfig from a YAML/JSON file, then `values` (a dict), then argv-style overrides."""
     layers: list[tuple[Mapping[str, Any], str | None, Mapping[Path_, int] | None]] = []
     if path is not None:
@@ -138,7 +147,8 @@ def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = (
             data = {}
         if not isinstance(data, Mapping):
             raise ConfigError.one(
-                f"expected a mapping of options, got {type(data).__name__}", source=str(path),
+                f"expected a mapping of options, got {type(data).__name__}",
+                source=str(path),
                 line=1,
             )
         layers.append((data, str(path), lines))

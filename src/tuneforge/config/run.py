@@ -47,8 +47,11 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _quantization_needs_qlora(self) -> RunConfig:
-        if self.model.quantization_bit is not None and self.method.finetuning_type != "lora" \
-                and self.method.finetuning_type != "qlora":
+        if (
+            self.model.quantization_bit is not None
+            and self.method.finetuning_type != "lora"
+            and self.method.finetuning_type != "qlora"
+        ):
             raise ValueError(
                 f"method.finetuning_type={self.method.finetuning_type} does not accept "
                 f"model.quantization_bit={self.model.quantization_bit}; use finetuning_type=lora "

@@ -45,9 +45,7 @@ class MethodConfig(Section):
         default="sigmoid", description="Preference loss."
     )
 
-    _split = field_validator("lora_target", "freeze_trainable_modules", mode="before")(
-        split_commas
-    )
+    _split = field_validator("lora_target", "freeze_trainable_modules", mode="before")(split_commas)
 
     @field_validator("freeze_trainable_layers")
     @classmethod
