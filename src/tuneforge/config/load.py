@@ -49,6 +49,15 @@ def read_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
     return data, lines
 
 
+def _scalar(text: str) -> Any:
+    """A command-line value typed as YAML would type it ("4" -> 4, "true" -> True)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, str | int | float | bool) and value is not None else text
+
+
 def parse_overrides(argv: Sequence[str]) -> dict[str, Any]:
     """`--key value`, `--key=value` and bare `--flag` (true) as LLaMA-Factory's CLI takes them."""
     out: dict[str, Any] = {}
@@ -64,9 +73,9 @@ def parse_overrides(argv: Sequence[str]) -> dict[str, Any]:
         key = token[2:]
         if "=" in key:
             key, value = key.split("=", 1)
-            out[key] = value
+            out[key] = _scalar(value)
         elif i + 1 < len(items) and not items[i + 1].startswith("--"):
-            out[key] = items[i + 1]
+            out[key] = _scalar(items[i + 1])
             i += 1
         else:
             out[key] = True

@@ -533,6 +533,11 @@ def _rerank(row: Mapping[str, Any], loc: Location, spec: FormatSpec) -> list[Exa
     query = _string(_get(row, "query"), "query", empty_ok=False)
     if "passage" in row:
         label = _get(row, "label")
+        if isinstance(label, str):  # CSV cells are text
+            try:
+                label = float(label)
+            except ValueError:
+                pass
         if isinstance(label, bool) or not isinstance(label, int | float):
             raise RowProblem("wrong type", "label", f"expected a number, got {label!r:.40}")
         return [

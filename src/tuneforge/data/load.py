@@ -73,6 +73,7 @@ class LoadedDataset:
     kind: Kind
     examples: list[Example]
     report: DropReport
+    files: tuple[Path, ...] = ()
 
 
 def _spec_for(
@@ -164,7 +165,7 @@ def read_dataset(
         )
     if spec.num_samples is not None:
         examples = mix.resample(examples, spec.num_samples, seed)
-    return LoadedDataset(spec.name, fmt.kind, examples, report)
+    return LoadedDataset(spec.name, fmt.kind, examples, report, spec.files)
 
 
 @dataclass
