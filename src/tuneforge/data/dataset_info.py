@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config.aliases import suggest
-from tuneforge.data.formats import Columns, FormatSpec, Tags
 from tuneforge.data.read import SUFFIX_TYPES
+from tuneforge.data.rows import Columns, FormatSpec, Tags
 from tuneforge.errors import DataError, NotFoundError, UnsupportedError
 from tuneforge.paths import PathEscapeError, safe_join
 

@@ -13,9 +13,11 @@ from pathlib import Path
 from tuneforge.config.data import DataConfig
 from tuneforge.data import mix
 from tuneforge.data.dataset_info import DatasetSpec, resolve_dataset
-from tuneforge.data.formats import FormatSpec, RowProblem, convert, infer_spec
+from tuneforge.data.formats import convert
+from tuneforge.data.infer import infer_spec
 from tuneforge.data.read import read_rows
 from tuneforge.data.records import Example, Kind
+from tuneforge.data.rows import FormatSpec, RowProblem
 from tuneforge.errors import DataError, Issue
 
 MAX_KEPT_ISSUES = 1000
