@@ -27,6 +27,7 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
+	$(BIN)/cog --check docs/cli.md docs/config.md
 
 test: $(VENV)/.installed-dev lint
 	$(BIN)/python -m pytest
@@ -38,7 +39,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/preprocess.py
 
 docs: $(VENV)/.installed-dev
-	$(BIN)/cog -r docs/cli.md
+	$(BIN)/cog -r docs/cli.md docs/config.md
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

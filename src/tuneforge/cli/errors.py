@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import click
+from typing import Any
+
+import typer
 
 from tuneforge.cli.render import print_error
 from tuneforge.errors import TuneforgeError, UserError
@@ -21,19 +23,19 @@ def one_line(error: TuneforgeError) -> str:
     return str(error)
 
 
-def run_cli(command: click.Command, argv: list[str] | None = None) -> int:
-    """Run a click command; user errors become one line and exit 2."""
+def run_cli(command: Any, argv: list[str] | None = None) -> int:
+    """Run the typer/click command; user errors become one line and exit 2."""
     try:
         command.main(args=argv, prog_name="tuneforge", standalone_mode=False)
     except UserError as exc:
         print_error(one_line(exc))
         return 2
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
         print_error("aborted")
         return 130
-    except click.ClickException as exc:
-        exc.show()
-        return 2
+    except typer.TyperException as exc:  # click's usage errors, through typer
+        exc.show()  # type: ignore[attr-defined]
+        return int(getattr(exc, "exit_code", 2))
     return 0

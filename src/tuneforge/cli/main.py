@@ -114,7 +114,10 @@ def config_show(
     config: Annotated[str | None, typer.Argument(help="A YAML or JSON config file.")] = None,
 ) -> None:
     """Resolve a config (file, then --key value overrides) and print it with canonical names."""
-    render.print_yaml(dump_run_config(load_run_config(config, overrides=ctx.args)))
+    overrides = list(ctx.args)
+    if config is not None and config.startswith("--"):  # no file: the first override
+        config, overrides = None, [config, *overrides]
+    render.print_yaml(dump_run_config(load_run_config(config, overrides=overrides)))
 
 
 @config_app.command("schema")
