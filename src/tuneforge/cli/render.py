@@ -48,7 +48,7 @@ def print_summary(summary: Mapping[str, Any], show_all: bool) -> None:
         table.add_row(f"truncated by cutoff_len={tokens['cutoff_len']}", str(tokens["truncated"]))
         table.add_row("dropped by cutoff_len", str(tokens["dropped"]))
     _out.print(table)
-    issues: Sequence[str] = summary.get("issues", [])
+    issues: Sequence[str] = [*summary.get("issues", []), *(tokens or {}).get("dropped_samples", [])]
     shown = issues if show_all else issues[:5]
     for issue in shown:
         print_text(f"  {issue}")
