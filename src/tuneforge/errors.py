@@ -8,7 +8,7 @@ Messages read *where: what: expected ..., got ...*.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MAX_LISTED = 20
 
@@ -144,21 +144,3 @@ class UnsupportedError(UserError):
 
 class InternalError(TuneforgeError):
     """A bug in tuneforge: shown with its traceback."""
-
-
-@dataclass
-class IssueCollector:
-    """Gathers issues so that every problem is reported at once."""
-
-    issues: list[Issue] = field(default_factory=list)
-
-    def add(self, message: str, **where: object) -> None:
-        self.issues.append(Issue(message, **where))  # type: ignore[arg-type]
-
-    def raise_config(self) -> None:
-        if self.issues:
-            raise ConfigError(self.issues)
-
-    def raise_data(self) -> None:
-        if self.issues:
-            raise DataError(self.issues)

@@ -269,3 +269,10 @@ def test_stage_kind_mismatch(write) -> None:
     path = write("pt.txt", "text\n")
     with pytest.raises(UserError, match="needs pairwise records"):
         read_dataset(resolve_dataset(str(path), path.parent), want="pairwise")
+
+
+def test_first_record_not_an_object(write) -> None:
+    path = write("numbers.json", "[\n  1,\n  2\n]\n")
+    issue = first_issue(path)
+    assert (issue.file, issue.line, issue.field) == (str(path), 2, "[0]")
+    assert "expected JSON objects" in issue.message

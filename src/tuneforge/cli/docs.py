@@ -64,9 +64,7 @@ def config_reference() -> str:
                   "| field | type | default | aliases | description |", "|---|---|---|---|---|"]
         for name, info in model.model_fields.items():
             annotation = _type_name(info.annotation)
-            default = "" if info.default_factory else repr(info.default)
-            if info.default_factory is not None:
-                default = repr(info.default_factory())  # type: ignore[call-arg]
+            default = repr(info.get_default(call_default_factory=True))
             names = ", ".join(f"`{a}`" for a in sorted(set(aliases.get(f"{section}.{name}", []))))
             lines.append(f"| `{name}` | `{annotation}` | `{default}` | {names} | "
                          f"{info.description} |")

@@ -16,7 +16,7 @@ from tuneforge.data.dataset_info import DatasetSpec, resolve_dataset
 from tuneforge.data.formats import convert
 from tuneforge.data.infer import infer_spec
 from tuneforge.data.read import read_rows
-from tuneforge.data.records import Example, Kind
+from tuneforge.data.records import Example, Kind, Location
 from tuneforge.data.rows import FormatSpec, RowProblem
 from tuneforge.errors import DataError, Issue
 
@@ -79,8 +79,9 @@ class LoadedDataset:
 
 
 def _spec_for(
-    spec: DatasetSpec, first_row: object, formatting: str, want: Kind | None
+    spec: DatasetSpec, first_row: object, loc: Location, formatting: str, want: Kind | None
 ) -> FormatSpec:
+    """How to read the rows: the dataset_info entry's spec, else inferred from the first row."""
     if spec.format is not None:
         fmt = spec.format
         if want == "pt" and fmt.kind == "sft" and fmt.formatting == "alpaca":
@@ -91,11 +92,9 @@ def _spec_for(
     if formatting == "auto" and want == "rerank":
         formatting = "rerank"
     if not isinstance(first_row, dict):
-        where = ""
         raise DataError.one(
-            f"expected JSON objects as records, got {type(first_row).__name__}{where}",
-            file=str(spec.files[0]),
-            line=1,
+            f"expected JSON objects as records, got {type(first_row).__name__}",
+            file=loc.file, line=loc.line, field=loc.field("") or None,
         )
     kind = want if want in ("pt", "rerank", "embedding") else None
     return infer_spec(first_row, formatting, kind)
@@ -127,7 +126,7 @@ def read_dataset(
     for path in spec.files:
         for row, loc in read_rows(path, spec.file_type):
             if fmt is None:
-                fmt = _spec_for(spec, row, formatting, want)
+                fmt = _spec_for(spec, row, loc, formatting, want)
             if labels and not _has_label(row, labels):
                 continue
             report.rows += 1
