@@ -141,3 +141,28 @@ def smollm2_tokenizer(smollm2_cache: Path) -> Any:
     from tuneforge.data.tokenizer import load_tokenizer
 
     return load_tokenizer("smollm2-135m-instruct", smollm2_cache)
+
+
+# -- Tiny models ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tiny_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama-style causal LM (TRL's tiny sizes) with the tiny tokenizer,
+    saved as a transformers directory. Tests that change it copy it first."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None, tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    path = tmp_path_factory.mktemp("tiny-llm")
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path

@@ -53,3 +53,54 @@ def safe_join(root: Path, relative: str) -> Path:
             f"{relative!r} escapes the directory {str(root)!r}; expected a path inside it"
         )
     return candidate
+
+
+class RunPaths:
+    """The layout of one run directory; the files alone inspect, resume or reproduce it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def trainer_log(self) -> Path:
+        return self.root / "trainer_log.jsonl"
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / "train.log"
+
+    @property
+    def data_report(self) -> Path:
+        return self.root / "data_report.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def stop_flag(self) -> Path:
+        return self.root / "STOP"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.root / "training_loss.png"
+
+    @property
+    def eval_loss_plot(self) -> Path:
+        return self.root / "training_eval_loss.png"

@@ -9,6 +9,7 @@ import typer
 from tuneforge import __version__
 from tuneforge.cli import render
 from tuneforge.cli.errors import run_cli
+from tuneforge.cli.models import models_app
 from tuneforge.config import dump_run_config, load_run_config
 from tuneforge.errors import DataError, Issue
 from tuneforge.settings import Settings
@@ -23,6 +24,7 @@ data_app = typer.Typer(help="Check and look at datasets.", no_args_is_help=True)
 config_app = typer.Typer(help="Resolve and describe run configurations.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 DatasetArg = Annotated[str, typer.Argument(help="A data file or folder, or a dataset_info name.")]
@@ -128,6 +130,24 @@ def config_schema() -> None:
     from tuneforge.config import RunConfig
 
     render.print_yaml(json.dumps(RunConfig.model_json_schema(), indent=2) + "\n")
+
+
+@app.command("train", context_settings=EXTRA)
+def train_command(
+    ctx: typer.Context,
+    config: Annotated[str | None, typer.Argument(help="A YAML or JSON config file.")] = None,
+) -> None:
+    """Fine-tune a model. Takes LLaMA-Factory's, Qianfan's and the REST service's option
+    names, from a YAML/JSON file and as --key value flags (flags win)."""
+    from tuneforge.train.run import train
+
+    overrides = list(ctx.args)
+    if config is not None and config.startswith("--"):
+        config, overrides = None, [config, *overrides]
+    run_config = load_run_config(config, overrides=overrides)
+    with render.training_progress() as progress:
+        outcome = train(run_config, Settings(), progress=progress)
+    render.print_train_outcome(outcome)
 
 
 @app.command("demo")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -76,3 +78,66 @@ def print_preview(samples: Sequence[Sequence[tuple[str, bool]]], header: str) ->
 def print_yaml(text: str) -> None:
     """A YAML document, verbatim."""
     print(text, end="")
+
+
+@contextmanager
+def training_progress() -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A progress bar fed by trainer_log records: step, loss and tokens/s."""
+    bar = Progress(
+        TextColumn("[bold]training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
+        TimeRemainingColumn(), console=_err, transient=False,
+    )
+    task = bar.add_task("train", total=None, loss="-", speed="-")
+
+    def update(record: dict[str, Any]) -> None:
+        if not bar.live.is_started:  # no bar at all when a run fails before its first step
+            bar.start()
+        loss = record.get("loss") if record.get("loss") is not None else record.get("eval_loss")
+        bar.update(task, completed=record["current_steps"], total=record["total_steps"],
+                   loss=f"{loss:.4f}" if loss is not None else "-",
+                   speed=f"{record['tokens_per_s']:.0f}")
+
+    try:
+        yield update
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+
+
+def print_train_outcome(outcome: Any) -> None:
+    """Where a finished training run put its output, metrics and plots (whole paths)."""
+    paths, result = outcome.paths, outcome.result
+    lines = [f"run {paths.root}: {result.status} after {result.global_step} steps"]
+    if result.output_dir is not None:
+        lines.append(f"  output:     {result.output_dir}")
+    if result.checkpoint is not None:
+        lines.append(f"  checkpoint: {result.checkpoint}")
+    lines.append(f"  metrics:    {paths.trainer_log}")
+    lines += [f"  plot:       {plot}" for plot in outcome.plots]
+    lines += [f"  {key}: {result.metrics[key]:.4f}" for key in ("train_loss", "eval_loss")
+              if key in result.metrics]
+    if result.status == "stopped":
+        lines.append("  resume with the same command (it continues from the checkpoint)")
+    print_text("\n".join(lines))
+
+
+def print_prepared(name: str, path: Any) -> None:
+    """Where `tuneforge models prepare` put (or found) a model."""
+    print_text(f"{name}: ready in {path}")
+
+
+def print_models(infos: Sequence[Any]) -> None:
+    """The table of `tuneforge models list`; plain tab-separated lines when piped."""
+    rows = [(info.name, info.kind, "yes" if info.prepared else "no",
+             str(info.path) if info.path is not None else "-", info.source) for info in infos]
+    columns = ("name", "kind", "ready", "path", "source")
+    if not _out.is_terminal:
+        print_text("\n".join("\t".join(row) for row in [columns, *rows]))
+        return
+    table = Table(title="models")
+    for column in columns:
+        table.add_column(column, overflow="fold", no_wrap=column == "name")
+    for row in rows:
+        table.add_row(*row)
+    _out.print(table)

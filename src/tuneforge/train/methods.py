@@ -1,0 +1,96 @@
+"""Fine-tuning methods: full, freeze (last N layers / named modules), lora and qlora (PEFT).
+
+Each returns the model ready to train; which parameters train is decided here only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from tuneforge.config.train import MethodConfig
+from tuneforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """The names (last component) of every linear layer except the output head: LoRA's "all"."""
+    import torch
+
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not output
+    }
+    return sorted(names)
+
+
+def apply_lora(model: nn.Module, method: MethodConfig, task_type: str = "CAUSAL_LM") -> nn.Module:
+    """Wrap `model` with a PEFT LoRA (DoRA / rsLoRA) adapter on the target modules."""
+    from peft import LoraConfig, get_peft_model
+
+    available = linear_module_names(model)
+    targets = available if method.lora_target == ["all"] else method.lora_target
+    missing = [t for t in targets if t not in available]
+    if missing:
+        raise ConfigError.one(
+            f"no linear layer named {', '.join(missing)} in this model; expected some of "
+            f"{', '.join(available)} or 'all'", field="method.lora_target",
+        )
+    config = LoraConfig(
+        r=method.lora_rank,
+        lora_alpha=method.lora_alpha or 2 * method.lora_rank,
+        lora_dropout=method.lora_dropout,
+        target_modules=targets,
+        bias=method.lora_bias,
+        use_dora=method.use_dora,
+        use_rslora=method.use_rslora,
+        task_type=task_type,
+    )
+    return get_peft_model(model, config)
+
+
+def apply_freeze(model: nn.Module, method: MethodConfig) -> nn.Module:
+    """Train only the last N decoder layers (first N if negative), optionally only some of
+    their modules, as LLaMA-Factory's freeze tuning does."""
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    if not n_layers:
+        raise ConfigError.one("freeze tuning needs a model with num_hidden_layers",
+                              field="method.finetuning_type")
+    count = method.freeze_trainable_layers
+    if abs(count) > n_layers:
+        raise ConfigError.one(f"expected at most {n_layers} layers, got {count}",
+                              field="method.freeze_trainable_layers")
+    layers = range(n_layers - count, n_layers) if count > 0 else range(-count)
+    layer_pattern = re.compile(r"\.layers\.(\d+)\.")
+    modules = method.freeze_trainable_modules
+    for name, param in model.named_parameters():
+        match = layer_pattern.search(name)
+        in_layer = match is not None and int(match[1]) in layers
+        wanted = modules == ["all"] or any(f".{m}." in name or name.endswith(f".{m}")
+                                           for m in modules)
+        param.requires_grad_(in_layer and wanted)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError.one(f"no parameter matches modules {modules} in the trained layers",
+                              field="method.freeze_trainable_modules")
+    return model
+
+
+def apply_method(model: nn.Module, method: MethodConfig, task_type: str = "CAUSAL_LM"
+                 ) -> nn.Module:
+    """The model with exactly the parameters `method` trains set to require gradients."""
+    if method.finetuning_type in ("lora", "qlora"):
+        model = apply_lora(model, method, task_type)
+    elif method.finetuning_type == "freeze":
+        model = apply_freeze(model, method)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total,
+                100 * trainable / max(total, 1))
+    return model

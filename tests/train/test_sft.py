@@ -1,0 +1,162 @@
+"""The causal-LM recipe on a tiny random model: run-dir layout, methods, resume, stop."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tuneforge.config import load_run_config
+from tuneforge.data.summary import demo_dataset_dir
+from tuneforge.errors import UnsupportedError
+from tuneforge.settings import Settings
+from tuneforge.train.checkpoint import COMPLETE
+from tuneforge.train.run import train
+
+LF_FIELDS = {"current_steps", "total_steps", "loss", "eval_loss", "lr", "epoch", "percentage",
+             "elapsed_time", "remaining_time", "grad_norm", "tokens", "tokens_per_s"}
+
+
+def config(model: Path, out: Path, **overrides: Any):
+    values = {
+        "model_name_or_path": str(model), "dataset": "forge_identity",
+        "dataset_dir": str(demo_dataset_dir()), "output_dir": str(out), "max_steps": 6,
+        "logging_steps": 1, "save_steps": 3, "per_device_train_batch_size": 2,
+        "cutoff_len": 96, "learning_rate": 5e-3, "seed": 3, **overrides,
+    }
+    return load_run_config(values=values)
+
+
+def log_lines(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+
+
+def test_lora_run_writes_the_run_directory(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    outcome = train(config(tiny_llm_dir, out, plot_loss=True, val_size=0.2), Settings())
+    assert outcome.result.status == "completed"
+    assert {p.name for p in out.iterdir()} == {
+        "config.yaml", "state.json", "trainer_log.jsonl", "train.log", "data_report.json",
+        "checkpoints", "output", "training_loss.png", "training_eval_loss.png"}
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "checkpoint-3", "checkpoint-6"]
+    assert {p.name for p in (out / "checkpoints" / "checkpoint-3").iterdir()} >= {
+        "adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth",
+        "trainer_state.json", COMPLETE}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json",
+            "tuneforge_template.json"} <= {p.name for p in (out / "output").iterdir()}
+    train_lines = [r for r in log_lines(out) if r["loss"] is not None]
+    assert [r["current_steps"] for r in train_lines] == [1, 2, 3, 4, 5, 6]
+    assert set(train_lines[0]) == LF_FIELDS
+    assert train_lines[-1]["percentage"] == 100.0 and train_lines[-1]["tokens"] > 0
+    assert any(r["eval_loss"] is not None for r in log_lines(out))
+    state = json.loads((out / "state.json").read_text())
+    assert state["status"] == "completed" and state["global_step"] == 6
+    assert json.loads((out / "output" / "tuneforge_template.json").read_text())["template"]
+
+
+def _trainable_changes(model_dir: Path, out: Path, finetuning_type: str, **extra: Any):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    before = AutoModelForCausalLM.from_pretrained(str(model_dir)).state_dict()
+    train(config(model_dir, out, finetuning_type=finetuning_type, max_steps=2, **extra),
+          Settings())
+    after = AutoModelForCausalLM.from_pretrained(str(out / "output")).state_dict()
+    return {name: not torch.equal(before[name], after[name]) for name in before}
+
+
+def test_full_finetuning_moves_every_parameter(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    moved = _trainable_changes(tiny_llm_dir, tmp_path / "full", "full")
+    assert all(moved.values()), [n for n, m in moved.items() if not m]
+
+
+def test_freeze_moves_only_the_last_layer(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    moved = _trainable_changes(tiny_llm_dir, tmp_path / "freeze", "freeze",
+                               freeze_trainable_layers=1)
+    assert {n for n, m in moved.items() if m} == {
+        n for n in moved if n.startswith("model.layers.1.")}
+
+
+def test_lora_trains_only_adapters_on_the_targets(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "lora"
+    train(config(tiny_llm_dir, out, max_steps=2, lora_target="q_proj,v_proj"), Settings())
+    adapter = load_file(str(out / "output" / "adapter_model.safetensors"))
+    assert adapter and all(("q_proj" in k or "v_proj" in k) and "lora_" in k for k in adapter)
+    assert any(not torch.all(v == 0) for k, v in adapter.items() if "lora_B" in k)
+
+
+def test_resume_after_stop_matches_uninterrupted_losses(tiny_llm_dir: Path, tmp_path: Path
+                                                        ) -> None:
+    whole = tmp_path / "whole"
+    train(config(tiny_llm_dir, whole, save_steps=100), Settings())
+    parted = tmp_path / "parted"
+
+    def stop_at_3(record: dict[str, Any]) -> None:
+        if record["current_steps"] == 3:
+            (parted / "STOP").touch()
+
+    first = train(config(tiny_llm_dir, parted, save_steps=100), Settings(), progress=stop_at_3)
+    assert first.result.status == "stopped" and first.result.global_step == 3
+    assert json.loads((parted / "state.json").read_text())["status"] == "stopped"
+    assert (parted / "checkpoints" / "checkpoint-3" / COMPLETE).is_file()
+    second = train(config(tiny_llm_dir, parted, save_steps=100), Settings())
+    assert second.result.status == "completed" and second.result.global_step == 6
+    expected = {r["current_steps"]: r["loss"] for r in log_lines(whole)}
+    resumed = {r["current_steps"]: r["loss"] for r in log_lines(parted)}
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    for step in range(1, 7):
+        assert resumed[step] == pytest.approx(expected[step], abs=1e-5)
+
+
+def test_half_written_checkpoint_is_never_picked(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(config(tiny_llm_dir, out, max_steps=3), Settings())
+    broken = out / "checkpoints" / "checkpoint-9"
+    shutil.copytree(out / "checkpoints" / "checkpoint-3", broken)
+    (broken / COMPLETE).unlink()
+    (broken / "optimizer.pt").write_bytes(b"half")
+    outcome = train(config(tiny_llm_dir, out, max_steps=5), Settings())
+    assert outcome.result.global_step == 5
+    assert not broken.exists()
+    assert "resuming from" in (out / "train.log").read_text()
+
+
+def test_overwrite_output_dir_starts_afresh(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(config(tiny_llm_dir, out, max_steps=3), Settings())
+    train(config(tiny_llm_dir, out, max_steps=3, overwrite_output_dir=True), Settings())
+    assert "resuming from" not in (out / "train.log").read_text()
+
+
+def test_pt_stage_trains_on_raw_text(tiny_llm_dir: Path, tmp_path: Path, write) -> None:
+    text = write("corpus.txt", "The quick brown fox jumps over the lazy dog.\n" * 60)
+    outcome = train(config(tiny_llm_dir, tmp_path / "pt", stage="pt", dataset=str(text),
+                           cutoff_len=32, max_steps=2), Settings())
+    assert outcome.result.status == "completed"
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_has_cuda(), reason="these options work on a CUDA machine")
+@pytest.mark.parametrize(("flags", "words"), [
+    ({"quantization_bit": 4}, "quantization_bit=4"),
+    ({"finetuning_type": "qlora"}, "QLoRA"),
+    ({"fp16": True}, "fp16"),
+])
+def test_gpu_only_options_fail_before_any_work(tiny_llm_dir: Path, tmp_path: Path, flags,
+                                               words) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(UnsupportedError, match=words):
+        train(config(tiny_llm_dir, out, **flags), Settings())
+    assert not (out / "checkpoints").exists()

@@ -1,0 +1,111 @@
+"""`tuneforge train`: the seeds' flags, one-line errors, and a real SIGTERM mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tuneforge.cli.main import main
+from tuneforge.data.summary import demo_dataset_dir
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(info.value.code), out, err
+
+
+def lf_flags(model: Path, out: Path, steps: int) -> list[str]:
+    return [
+        "--stage", "sft", "--model_name_or_path", str(model), "--do_train",
+        "--dataset", "forge_identity", "--dataset_dir", str(demo_dataset_dir()),
+        "--finetuning_type", "lora", "--lora_target", "q_proj,v_proj", "--output_dir", str(out),
+        "--overwrite_output_dir", "--per_device_train_batch_size", "2",
+        "--gradient_accumulation_steps", "1", "--lr_scheduler_type", "cosine",
+        "--logging_steps", "1", "--save_steps", "2", "--learning_rate", "5e-3",
+        "--num_train_epochs", "1.0", "--max_steps", str(steps), "--cutoff_len", "96",
+        "--plot_loss",
+    ]
+
+
+def test_train_takes_llamafactory_flags_and_says_where_things_are(tiny_llm_dir, tmp_path,
+                                                                  capsys) -> None:
+    out = tmp_path / "out"
+    code, stdout, _ = run(["train", *lf_flags(tiny_llm_dir, out, 2)], capsys)
+    assert code == 0
+    assert "completed" in stdout
+    assert str(out / "output") in stdout and "training_loss.png" in stdout
+
+
+def test_train_takes_the_rest_service_script_flags(tiny_llm_dir, tmp_path, capsys) -> None:
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps([{"text": "用户：你好\n助手：你好！有什么可以帮助你的吗？"}] * 8,
+                               ensure_ascii=False))
+    models_yaml = tmp_path / "models.yaml"
+    models_yaml.write_text("lora_config:\n  r: 4\n  lora_alpha: 8\n  target_modules:\n"
+                           "    - q_proj\n    - v_proj\n  lora_dropout: 0.05\n  bias: none\n")
+    out = tmp_path / "my_task"
+    code, _, _ = run(["train", str(models_yaml), "--base_model", str(tiny_llm_dir),
+                      "--dataset_path", str(data), "--output_dir", str(out), "--num_epochs", "1",
+                      "--batch_size", "4", "--learning_rate", "2e-4", "--dataset_format", "json",
+                      "--stage", "pt", "--cutoff_len", "32"], capsys)
+    assert code == 0
+    adapter = json.loads((out / "output" / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+
+
+def test_seed_command_without_cuda_says_what_to_drop(tiny_llm_dir, tmp_path, capsys) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("quantization works on a CUDA machine")
+    flags = [*lf_flags(tiny_llm_dir, tmp_path / "o", 2), "--quantization_bit", "4", "--fp16"]
+    code, _, err = run(["train", *flags], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "drop --quantization_bit" in err
+
+
+@pytest.mark.parametrize(("flag", "words"), [
+    (["--learning_rat", "1e-4"], "did you mean 'learning_rate'"),
+    (["--lora_rank", "0"], "lora_rank: expected greater than or equal to 1"),
+])
+def test_bad_flags_are_one_line_exit_2(tmp_path, flag, words, capsys) -> None:
+    code, _, err = run(["train", "--dataset", "x", *flag], capsys)
+    assert code == 2 and words in err and err.count("\n") == 1
+
+
+@pytest.mark.serial
+def test_sigterm_checkpoints_and_stops_then_resume_finishes(tiny_llm_dir, tmp_path,
+                                                            home) -> None:
+    out = tmp_path / "out"
+    def flags(steps: int) -> list[str]:
+        return [f for f in lf_flags(tiny_llm_dir, out, steps) if f != "--overwrite_output_dir"]
+
+    env = {**os.environ, "TUNEFORGE_HOME": str(home)}
+    process = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", *flags(400)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "trainer_log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not log.exists() or
+                                           len(log.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    state = json.loads((out / "state.json").read_text())
+    assert state["status"] == "stopped"
+    step = state["global_step"]
+    assert 3 <= step < 400
+    assert (out / "checkpoints" / f"checkpoint-{step}" / "tuneforge_complete.json").is_file()
+    resumed = subprocess.run([sys.executable, "-m", "tuneforge", "train", *flags(step + 2)],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((out / "state.json").read_text())["global_step"] == step + 2
