@@ -80,11 +80,13 @@ def test_unknown_tokenizer_is_a_user_error(chat_file, capsys) -> None:
     assert code == 2 and err.startswith("error: tokenizer not found")
 
 
-def test_demo_validates_and_previews_the_shipped_dataset(smollm2_cache, home, capsys) -> None:
-    (home / "cache").mkdir(parents=True)
-    (home / "cache" / "tokenizers").symlink_to(smollm2_cache / "tokenizers")
-    code, out, _ = run(["demo"], capsys)
-    assert code == 0
-    assert "forge_identity" in out and "22" in out
-    assert "<|im_start|>system\nYou are a helpful AI assistant named SmolLM" in out
-    assert "[[I am Forge" in out
+def test_demo_trains_and_compares_held_out_answers(tiny_llm_dir: Path, capsys) -> None:
+    """The demo's whole flow on the tiny model (the real model runs in `make demo`)."""
+    code, out, err = run(["demo", "--model", str(tiny_llm_dir), "--max_steps", "2",
+                          "--cutoff_len", "64"], capsys)
+    assert code == 0, err
+    assert "held-out questions: before -> after training" in out
+    assert "Who are you, exactly?" in out and "answers with the new identity: before" in out
+    plot = Path(out.split("loss plot: ", 1)[1].split("\n", 1)[0].strip())
+    assert plot.name == "loss.png" and plot.is_file()
+    assert "completed after 2 steps" in out and "training" in err

@@ -25,7 +25,7 @@ def test_validate_reports_kind_and_counts(capsys) -> None:
     code, out, err = run(["data", "validate", "forge_identity",
                           "--dataset_dir", str(demo_dataset_dir())], capsys)
     assert (code, err) == (0, "")
-    assert "sft" in out and "22" in out
+    assert "sft" in out and "102" in out
 
 
 def test_validate_lists_dropped_rows_and_exits_2(write, capsys) -> None:
@@ -85,7 +85,7 @@ def test_config_show_prints_canonical_yaml(tmp_path: Path, capsys) -> None:
 def test_config_schema_is_json_schema(capsys) -> None:
     code, out, _ = run(["config", "schema"], capsys)
     assert code == 0 and set(json.loads(out)["properties"]) == {
-        "model", "data", "method", "training", "output"}
+        "model", "data", "method", "training", "output", "distributed"}
 
 
 def test_usage_error_exits_2(capsys) -> None:

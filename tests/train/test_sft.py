@@ -40,7 +40,7 @@ def test_lora_run_writes_the_run_directory(tiny_llm_dir: Path, tmp_path: Path) -
     assert outcome.result.status == "completed"
     assert {p.name for p in out.iterdir()} == {
         "config.yaml", "state.json", "trainer_log.jsonl", "train.log", "data_report.json",
-        "checkpoints", "output", "training_loss.png", "training_eval_loss.png"}
+        "events.jsonl", "checkpoints", "output", "training_loss.png", "training_eval_loss.png"}
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "checkpoint-3", "checkpoint-6"]
     assert {p.name for p in (out / "checkpoints" / "checkpoint-3").iterdir()} >= {
@@ -56,6 +56,13 @@ def test_lora_run_writes_the_run_directory(tiny_llm_dir: Path, tmp_path: Path) -
     state = json.loads((out / "state.json").read_text())
     assert state["status"] == "completed" and state["global_step"] == 6
     assert json.loads((out / "output" / "tuneforge_template.json").read_text())["template"]
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    states = [e["action_state"] for e in events]
+    assert states[0] == "Preceding" and states[-1] == "Done"
+    assert states.count("Running") == len(log_lines(out))  # one per metrics record, in order
+    running = [e["data"] for e in events if e["action_state"] == "Running"]
+    assert running == log_lines(out)
+    assert {"action_id", "description", "data", "time"} <= set(events[0])
 
 
 def _trainable_changes(model_dir: Path, out: Path, finetuning_type: str, **extra: Any):
@@ -160,3 +167,21 @@ def test_gpu_only_options_fail_before_any_work(tiny_llm_dir: Path, tmp_path: Pat
     with pytest.raises(UnsupportedError, match=words):
         train(config(tiny_llm_dir, out, **flags), Settings())
     assert not (out / "checkpoints").exists()
+
+
+def test_bf16_where_the_cpu_has_it_refused_where_it_does_not(tiny_llm_dir: Path,
+                                                             tmp_path: Path) -> None:
+    from tuneforge.train.hardware import SLOW_BF16, cpu_bf16_speedup
+
+    if _has_cuda():
+        pytest.skip("checks the CPU path")
+    if cpu_bf16_speedup() < SLOW_BF16:
+        with pytest.raises(UnsupportedError, match="no native bfloat16"):
+            train(config(tiny_llm_dir, tmp_path / "bf16", bf16=True), Settings())
+        assert not (tmp_path / "bf16" / "checkpoints").exists()
+        return
+    train(config(tiny_llm_dir, tmp_path / "bf16", bf16=True, max_steps=3), Settings())
+    train(config(tiny_llm_dir, tmp_path / "fp32", bf16=False, max_steps=3), Settings())
+    bf16 = [r["loss"] for r in log_lines(tmp_path / "bf16") if r["loss"] is not None]
+    fp32 = [r["loss"] for r in log_lines(tmp_path / "fp32") if r["loss"] is not None]
+    assert bf16 == pytest.approx(fp32, rel=0.05)  # the loss stays what it is in float32

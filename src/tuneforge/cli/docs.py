@@ -41,7 +41,9 @@ def cli_reference() -> str:
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
     text = text or str(annotation).replace("typing.", "").replace("tuneforge.config.data.", "")
-    return text.replace("Optional[", "None | ").replace("|", "\\|")
+    if text.startswith("Optional[") and text.endswith("]"):
+        text = f"{text[len('Optional['):-1]} | None"
+    return text.replace("|", "\\|")
 
 
 def config_reference() -> str:

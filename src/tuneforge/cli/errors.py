@@ -26,7 +26,8 @@ def one_line(error: TuneforgeError) -> str:
 def run_cli(command: Any, argv: list[str] | None = None) -> int:
     """Run the typer/click command; user errors become one line and exit 2."""
     try:
-        command.main(args=argv, prog_name="tuneforge", standalone_mode=False)
+        # without standalone mode click returns a typer.Exit's code instead of raising it
+        code = command.main(args=argv, prog_name="tuneforge", standalone_mode=False)
     except UserError as exc:
         print_error(one_line(exc))
         return 2
@@ -38,4 +39,4 @@ def run_cli(command: Any, argv: list[str] | None = None) -> int:
     except typer.TyperException as exc:  # click's usage errors, through typer
         exc.show()  # type: ignore[attr-defined]
         return int(getattr(exc, "exit_code", 2))
-    return 0
+    return code if isinstance(code, int) else 0

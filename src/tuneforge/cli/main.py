@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -138,33 +139,70 @@ def train_command(
     config: Annotated[str | None, typer.Argument(help="A YAML or JSON config file.")] = None,
 ) -> None:
     """Fine-tune a model. Takes LLaMA-Factory's, Qianfan's and the REST service's option
-    names, from a YAML/JSON file and as --key value flags (flags win)."""
+    names, from a YAML/JSON file and as --key value flags (flags win). With --launcher
+    torchrun --nproc_per_node N (or FORCE_TORCHRUN=1) it runs as N processes under torchrun."""
+    from tuneforge.train.launch import force_torchrun_flags, launch, needs_launch
     from tuneforge.train.run import train
 
     overrides = list(ctx.args)
     if config is not None and config.startswith("--"):
         config, overrides = None, [config, *overrides]
+    overrides = [*force_torchrun_flags(os.environ), *overrides]
     run_config = load_run_config(config, overrides=overrides)
+    if needs_launch(run_config):  # this same command again, as torchrun's processes
+        code, launched = launch(run_config, [*filter(None, [config]), *overrides], Settings())
+        if launched is not None:
+            render.print_train_outcome(launched)
+        raise typer.Exit(code)
     with render.training_progress() as progress:
         outcome = train(run_config, Settings(), progress=progress)
     render.print_train_outcome(outcome)
 
 
-@app.command("demo")
+@app.command("export")
+def export_command(
+    output_dir: Annotated[str, typer.Option("--output_dir", "--output-dir",
+                                            help="Where the exported model is written.")],
+    model: Annotated[str | None, typer.Option(
+        help="Base model (alias, directory, .gguf, cached hub id); default: the adapter's."),
+    ] = None,
+    adapter: Annotated[str | None, typer.Option(
+        help="A run directory or run id (its output/), or a PEFT adapter directory.")] = None,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Merge the adapter into the base.")] = False,
+    export_format: Annotated[str, typer.Option(
+        "--format", help="safetensors, or gguf (also writes model.gguf).")] = "safetensors",
+    outtype: Annotated[str, typer.Option(help="GGUF tensor type: f32 or f16.")] = "f32",
+    template: Annotated[str | None, typer.Option(
+        help="Named chat template; default: the one training used.")] = None,
+) -> None:
+    """Write a merged safetensors model with its tokenizer and an Ollama Modelfile whose
+    TEMPLATE and stop tokens are the training template's; --format gguf adds a GGUF file."""
+    from tuneforge.config.export import build_export_config
+    from tuneforge.export.run import export_model
+
+    config = build_export_config({
+        "model": model, "adapter": adapter, "output_dir": output_dir, "merge": merge,
+        "format": export_format, "outtype": outtype, "template": template})
+    render.print_export(export_model(config, Settings()))
+
+
+@app.command("demo", context_settings=EXTRA)
 def demo(
-    tokenizer: Annotated[str, typer.Option(help="Tokenizer for the preview.")] = (
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="The model to teach the new identity.")] = (
         "smollm2-135m-instruct"
     ),
 ) -> None:
-    """Run the main job on the embedded defaults: validate and preview the demo dataset."""
-    from tuneforge.data.summary import demo_dataset_dir, inspect_dataset, preview_dataset
+    """Run the main job on the embedded defaults: LoRA-tune SmolLM2-135M-Instruct on the
+    shipped identity dataset and compare held-out answers before and after. Extra --key value
+    flags change the training settings, as for `tuneforge train`."""
+    from tuneforge.train.demo import demo_config, run_demo
 
-    values = {"dataset_dir": str(demo_dataset_dir()), "tokenizer": tokenizer, "cutoff_len": 512}
-    config = load_run_config(values=values, source="demo")
-    settings = Settings()
-    render.print_summary(inspect_dataset("forge_identity", config, settings=settings), False)
-    header, samples = preview_dataset("forge_identity", config, count=2, settings=settings)
-    render.print_preview(samples, header)
+    config = demo_config(model, overrides=list(ctx.args))
+    with render.training_progress() as progress:
+        result = run_demo(Settings(), config, progress=progress, on_stage=render.print_stage)
+    render.print_demo(result)
 
 
 def main(argv: list[str] | None = None) -> None:

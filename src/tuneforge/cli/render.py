@@ -141,3 +141,41 @@ def print_models(infos: Sequence[Any]) -> None:
     for row in rows:
         table.add_row(*row)
     _out.print(table)
+
+
+def print_export(result: Any) -> None:
+    """Where `tuneforge export` put the model, the Modelfile and the GGUF, and how to run it."""
+    record = result.record
+    lines = [f"exported {result.output_dir} (template: {record.template})",
+             f"  Modelfile: {result.modelfile}"]
+    if result.gguf is not None:
+        lines.append(f"  gguf:      {result.gguf} ({record.outtype})")
+    lines.append(f"  run it:    ollama create {result.output_dir.name} -f {result.modelfile}")
+    print_text("\n".join(lines))
+
+
+def print_stage(text: str) -> None:
+    """One line on stderr saying what a long command is doing now."""
+    _err.print(Text(f"- {text}", style="dim"))
+
+
+def print_demo(result: Any) -> None:
+    """The demo's held-out answers before and after training, the share, and the paths."""
+    table = Table(title="held-out questions: before -> after training", show_lines=True)
+    for column in ("question", "before", "after"):
+        table.add_column(column, overflow="fold")
+    for answer in result.answers:
+        table.add_row(answer.question, _marked(answer.before, answer.before_ok),
+                      _marked(answer.after, answer.after_ok))
+    _out.print(table)
+    total = len(result.answers)
+    print_text(f"answers with the new identity: before {result.share_before:.0%} "
+               f"({round(result.share_before * total)}/{total}), after {result.share_after:.0%} "
+               f"({round(result.share_after * total)}/{total})")
+    if result.loss_plot is not None:
+        print_text(f"loss plot: {result.loss_plot}")
+    print_train_outcome(result.outcome)
+
+
+def _marked(text: str, ok: bool) -> Text:
+    return Text(("[ok] " if ok else "") + text, style="green" if ok else "")

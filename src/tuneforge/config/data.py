@@ -121,6 +121,11 @@ class DataConfig(Section):
         default=False,
         description="Pack several SFT samples into one sequence (attention stays per sample).",
     )
+    padding_free: bool = Field(
+        default=True,
+        description="Batch causal-LM samples as one row without padding (attention stays per "
+        "sample; the loss is the padded batch's). Off pads each batch to its longest sample.",
+    )
     mask_history: bool = Field(
         default=False, description="Learn only the last assistant turn of each conversation."
     )

@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 
 from tuneforge.config._base import Section
 from tuneforge.config.data import DataConfig
+from tuneforge.config.distributed import DistributedConfig
 from tuneforge.config.model import ModelConfig
 from tuneforge.config.output import OutputConfig
 from tuneforge.config.train import MethodConfig, TrainingConfig
@@ -16,11 +17,12 @@ SECTIONS: dict[str, type[Section]] = {
     "method": MethodConfig,
     "training": TrainingConfig,
     "output": OutputConfig,
+    "distributed": DistributedConfig,
 }
 
 
 class RunConfig(Section):
-    """A whole run: model, data, method, training and output."""
+    """A whole run: model, data, method, training, output and distributed."""
 
     model: ModelConfig = Field(default_factory=ModelConfig, description="The base model.")
     data: DataConfig = Field(default_factory=DataConfig, description="The data.")
@@ -29,6 +31,9 @@ class RunConfig(Section):
         default_factory=TrainingConfig, description="The optimisation loop."
     )
     output: OutputConfig = Field(default_factory=OutputConfig, description="Outputs.")
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig, description="Several processes per run."
+    )
 
     @model_validator(mode="after")
     def _mask_history_or_train_on_prompt(self) -> RunConfig:
@@ -75,6 +80,74 @@ class RunConfig(Section):
             raise ValueError(
                 f"data.interleave_probs has {len(probs)} values but data.dataset names "
                 f"{len(self.data.dataset)} datasets; give one probability per dataset"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _preference_stages_learn_responses(self) -> RunConfig:
+        # as in LLaMA-Factory, rm/dpo/kto/orpo score responses only; a learned prompt would
+        # move the split between prompt and response that the preference losses rely on
+        if self.data.train_on_prompt and self.method.stage in ("rm", "dpo", "kto", "orpo"):
+            raise ValueError(
+                f"method.stage={self.method.stage} does not accept data.train_on_prompt=true; "
+                "preference stages score the responses only, so drop train_on_prompt"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _launch_settings_need_launcher(self) -> RunConfig:
+        d = self.distributed
+        if d.launcher == "none" and ((d.nproc_per_node or 1) > 1 or d.nnodes > 1):
+            raise ValueError(
+                f"distributed.nproc_per_node={d.nproc_per_node} and distributed.nnodes="
+                f"{d.nnodes} need distributed.launcher=torchrun; set it, or start tuneforge "
+                "under torchrun / accelerate launch yourself and drop them"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _node_rank_below_nnodes(self) -> RunConfig:
+        d = self.distributed
+        if d.node_rank >= d.nnodes:
+            raise ValueError(
+                f"distributed.node_rank={d.node_rank} is not below distributed.nnodes="
+                f"{d.nnodes}; number the machines 0 .. {d.nnodes - 1}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _several_nodes_need_master_port(self) -> RunConfig:
+        d = self.distributed
+        if d.nnodes > 1 and d.master_port is None:
+            raise ValueError(
+                f"distributed.nnodes={d.nnodes} needs distributed.master_port (and "
+                "distributed.master_addr): every machine must meet at the same address"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _several_nodes_need_output_dir(self) -> RunConfig:
+        if self.distributed.nnodes > 1 and not self.output.output_dir:
+            raise ValueError(
+                f"distributed.nnodes={self.distributed.nnodes} needs output.output_dir: every "
+                "machine must name the same run folder (on storage they share)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _deepspeed_or_fsdp(self) -> RunConfig:
+        if self.distributed.deepspeed and self.distributed.fsdp:
+            raise ValueError(
+                "distributed.deepspeed and distributed.fsdp are both set; shard with one of them"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fsdp_config_needs_fsdp(self) -> RunConfig:
+        if self.distributed.fsdp_config and not self.distributed.fsdp:
+            raise ValueError(
+                "distributed.fsdp_config is set but distributed.fsdp is not; set fsdp: true "
+                "or drop fsdp_config"
             )
         return self
 

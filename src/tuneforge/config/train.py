@@ -99,7 +99,11 @@ class TrainingConfig(Section):
         default=None, description='A checkpoint path, or "auto" for the newest.'
     )
     seed: int = Field(default=42, description="Seed for data order, splits and initialisation.")
-    bf16: bool = Field(default=False, description="bfloat16 mixed precision.")
+    bf16: bool | None = Field(
+        default=None,
+        description="bfloat16 mixed precision. Unset: on where the hardware runs bfloat16 "
+        "faster than float32 (a GPU with bf16; a CPU whose bf16 matmul is measured faster).",
+    )
     fp16: bool = Field(default=False, description="float16 mixed precision.")
     gradient_checkpointing: bool = Field(
         default=False, description="Recompute activations to save memory."
@@ -108,9 +112,6 @@ class TrainingConfig(Section):
         default=True, description="Accepted for LLaMA-Factory compatibility; training runs."
     )
     do_eval: bool = Field(default=False, description="Evaluate after training.")
-    ddp_timeout: int = Field(
-        default=1800, ge=1, description="Seconds before a distributed collective times out."
-    )
     dataloader_num_workers: int = Field(
         default=0, ge=0, description="Data-loading worker processes."
     )

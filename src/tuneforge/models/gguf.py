@@ -148,6 +148,11 @@ def greedy_check(
     return GreedyCheck(prompts=len(prompts), new_tokens=CHECK_NEW_TOKENS, identical=expected == got)
 
 
+def greedy_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+    """The token ids `model` generates greedily on CHECK_PROMPTS (chat-rendered), per prompt."""
+    return _greedy_ids(model, [_prompt_ids(tokenizer, text) for text in CHECK_PROMPTS], tokenizer)
+
+
 def _prompt_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     messages = [{"role": "user", "content": text}]
     if tokenizer.chat_template:

@@ -6,12 +6,21 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config.run import RunConfig
+from tuneforge.train.hardware import use_bf16
 
 
-def training_arguments(config: RunConfig, output_dir: Path, *, has_eval: bool, device: str
-                       ) -> Any:
-    """TrainingArguments for `config`, checkpoints under `output_dir`."""
+def training_arguments(config: RunConfig, output_dir: Path, *, has_eval: bool, device: str,
+                       cls: type | None = None, **extra: Any) -> Any:
+    """TrainingArguments for `config`, checkpoints under `output_dir`.
+
+    Args:
+        cls: a TrainingArguments subclass to build instead (TRL's DPOConfig, RewardConfig, ...),
+            from the same values.
+        extra: that class's own fields (beta, loss_type, max_length, ...).
+    """
     from transformers import TrainingArguments
+
+    cls = cls or TrainingArguments
 
     t = config.training
     eval_strategy = t.eval_strategy
@@ -20,7 +29,7 @@ def training_arguments(config: RunConfig, output_dir: Path, *, has_eval: bool, d
     if not has_eval:
         eval_strategy = "no"
     best = has_eval and (t.load_best_model_at_end or t.early_stopping_steps is not None)
-    return TrainingArguments(
+    return cls(
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
@@ -47,15 +56,26 @@ def training_arguments(config: RunConfig, output_dir: Path, *, has_eval: bool, d
         greater_is_better=False if best else None,
         seed=t.seed,
         data_seed=t.seed,
-        bf16=t.bf16,
+        bf16=use_bf16(config, device),
         fp16=t.fp16,
         activation_checkpointing=t.gradient_checkpointing,
         use_cpu=device == "cpu",
-        ddp_timeout=t.ddp_timeout,
+        ddp_timeout=config.distributed.ddp_timeout,
+        ddp_backend=config.distributed.ddp_backend,
+        # LoRA and freeze train every parameter they mark trainable: no search (LLaMA-Factory's
+        # default too), which also lets gradient checkpointing work under DDP
+        ddp_find_unused_parameters=config.distributed.ddp_find_unused_parameters,
+        deepspeed=config.distributed.deepspeed,
+        fsdp=config.distributed.fsdp or None,
+        fsdp_config=config.distributed.fsdp_config,
         dataloader_num_workers=t.dataloader_num_workers,
         report_to=list(config.output.report_to) or "none",
         run_name=config.output.run_name,
         disable_tqdm=True,  # the callback reports progress
         remove_unused_columns=False,
-        include_num_input_tokens_seen="non_padding",
+        # padding-free causal-LM batches hold no padding: every token is counted
+        include_num_input_tokens_seen="all" if config.data.padding_free
+        and config.method.stage in ("pt", "sft") else "non_padding",
+        prediction_loss_only=True,  # evaluation needs the loss, not every logit
+        **extra,
     )

@@ -17,13 +17,27 @@ from typing import Any
 from transformers import TrainerCallback
 
 from tuneforge.train.checkpoint import mark_complete
+from tuneforge.train.distributed import any_rank, wait_for_everyone
 from tuneforge.train.stopping import StopRequest
 
 Progress = Callable[[dict[str, Any]], None]
+# rm / dpo / kto: TRL's preference metrics are logged under TRL's names, and the share of pairs
+# ranked right also under LLaMA-Factory's `accuracy` (TRL's DPO calls it rewards/accuracies).
+_PREFERENCE_PREFIXES = ("rewards/", "logps/", "eval_rewards/", "eval_logps/")
+_PREFERENCE_NAMES = ("accuracy", "margin", "kl", "eval_accuracy", "eval_margin", "eval_kl")
 
 
 def _clock(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(seconds)))
+
+
+def _preference_metrics(logs: dict[str, float]) -> dict[str, float]:
+    found = {key: value for key, value in logs.items()
+             if key.startswith(_PREFERENCE_PREFIXES) or key in _PREFERENCE_NAMES}
+    for prefix in ("", "eval_"):
+        if f"{prefix}rewards/accuracies" in logs:
+            found[f"{prefix}accuracy"] = logs[f"{prefix}rewards/accuracies"]
+    return found
 
 
 class RunCallback(TrainerCallback):  # type: ignore[misc]
@@ -47,8 +61,8 @@ class RunCallback(TrainerCallback):  # type: ignore[misc]
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
                **kwargs: Any) -> None:
         logs = logs or {}
-        if "loss" not in logs and "eval_loss" not in logs:
-            return
+        if ("loss" not in logs and "eval_loss" not in logs) or not state.is_world_process_zero:
+            return  # with several processes rank 0 writes; the others log the same numbers
         now = time.monotonic()
         elapsed = now - self._start
         done = state.global_step - self._start_step
@@ -70,22 +84,26 @@ class RunCallback(TrainerCallback):  # type: ignore[misc]
             "tokens": tokens,
             "tokens_per_s": round((tokens - last_tokens) / max(now - last_time, 1e-9), 2),
         }
+        record.update(_preference_metrics(logs))
         with self.log_file.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         if self.progress is not None:
             self.progress(record)
-        self._check_stop(control)  # logging comes before saving at this same step boundary
+        if args.world_size == 1:  # logging comes before saving at this same step boundary
+            self._check_stop(control, self.stop.requested)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._check_stop(control)
+        # every rank asks at every step, so all stop (and checkpoint) at the same step
+        self._check_stop(control, any_rank(self.stop.requested))
 
-    def _check_stop(self, control: Any) -> None:
-        if self.stop.requested and not self.stopped:
+    def _check_stop(self, control: Any, requested: bool) -> None:
+        if requested and not self.stopped:
             self.stopped = True
             control.should_save = True
             control.should_training_stop = True
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        wait_for_everyone()  # each rank writes its own RNG state into the checkpoint
         if checkpoint.is_dir() and args.should_save:
             mark_complete(checkpoint, state.global_step)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tuneforge.errors import NotFoundError
 from tuneforge.paths import atomic_write
+from tuneforge.train.distributed import is_main_process, wait_for_everyone
 
 COMPLETE = "tuneforge_complete.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
@@ -62,5 +63,7 @@ def resolve_resume(setting: str | None, folder: Path, overwrite: bool) -> Path |
         return path
     if overwrite:
         return None
-    remove_incomplete(folder)
+    if is_main_process():
+        remove_incomplete(folder)
+    wait_for_everyone()  # no rank looks while rank 0 deletes
     return find_latest_complete(folder)

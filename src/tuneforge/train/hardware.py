@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+from functools import cache
+from pathlib import Path
+
 from tuneforge.config.run import RunConfig
-from tuneforge.errors import UnsupportedError
+from tuneforge.errors import NotFoundError, UnsupportedError
+
+FAST_BF16 = 1.2  # unset bf16 turns on where bf16 matmul is this much faster than float32
+SLOW_BF16 = 0.3  # asked-for bf16 is refused below this (emulated, no native kernels)
 
 
 def check_hardware(config: RunConfig) -> str:
@@ -28,4 +35,65 @@ def check_hardware(config: RunConfig) -> str:
                                hint="drop --fp16, or use --bf16 on a CPU that supports it")
     if config.training.bf16 and device == "cuda" and not torch.cuda.is_bf16_supported():
         raise UnsupportedError("bf16", "this GPU does not support bfloat16", hint="use --fp16")
+    if config.training.bf16 and device == "cpu" and cpu_bf16_speedup() < SLOW_BF16:
+        raise UnsupportedError(
+            "bf16", "this CPU has no native bfloat16 matmul (torch would emulate it, far slower "
+            "than float32)", hint="drop --bf16; unset, bf16 is used where it is faster")
+    _check_sharding(config, device)
     return device
+
+
+def use_bf16(config: RunConfig, device: str) -> bool:
+    """Whether to train with bf16 autocast: as asked, or, unset, where it is faster."""
+    import torch
+
+    if config.training.bf16 is not None:
+        return config.training.bf16
+    if config.training.fp16:
+        return False
+    if device == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return cpu_bf16_speedup() >= FAST_BF16
+
+
+@cache
+def cpu_bf16_speedup() -> float:
+    """float32 matmul time / bfloat16 matmul time on this CPU (above 1: bf16 is faster).
+
+    0 where oneDNN has no native bf16 kernels for this CPU (torch then emulates bf16, two
+    orders of magnitude slower). Otherwise measured: what the silicon offers (avx512_bf16,
+    amx_bf16) says little about what a 512 x 512 matmul gets. Costs a few milliseconds.
+    """
+    import time
+
+    import torch
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return 0.0
+
+    def seconds(dtype: torch.dtype) -> float:
+        a = torch.randn(512, 512).to(dtype)
+        a @ a
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            a @ a
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    return seconds(torch.float32) / max(seconds(torch.bfloat16), 1e-9)
+
+
+def _check_sharding(config: RunConfig, device: str) -> None:
+    d = config.distributed
+    for name, path in (("DeepSpeed config", d.deepspeed), ("FSDP config", d.fsdp_config)):
+        if path is not None and not Path(path).is_file():
+            raise NotFoundError(name, path, hint="expected a JSON file")
+    if d.deepspeed is None:
+        return
+    if device != "cuda":
+        raise UnsupportedError("DeepSpeed", "DeepSpeed ZeRO needs CUDA GPUs and none is available",
+                               hint="drop --deepspeed; on CPUs use --launcher torchrun (DDP)")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise UnsupportedError("DeepSpeed", "the deepspeed package is not installed",
+                               hint="pip install deepspeed")

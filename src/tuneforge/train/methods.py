@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.config.train import MethodConfig
 from tuneforge.errors import ConfigError
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 logger = logging.getLogger(__name__)
+SCORE_HEADS = ("score", "classifier")  # what transformers calls a sequence classifier's head
 
 
 def linear_module_names(model: nn.Module) -> list[str]:
@@ -31,11 +32,17 @@ def linear_module_names(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def apply_lora(model: nn.Module, method: MethodConfig, task_type: str = "CAUSAL_LM") -> nn.Module:
-    """Wrap `model` with a PEFT LoRA (DoRA / rsLoRA) adapter on the target modules."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(model: nn.Module, method: MethodConfig, task_type: str = "CAUSAL_LM") -> Any:
+    """The PEFT LoraConfig (LoRA, DoRA, rsLoRA) that `method` puts on `model`'s target modules.
+
+    task_type SEQ_CLS (reward models) also trains and saves the new score head: PEFT adds it
+    to modules_to_save.
+    """
+    from peft import LoraConfig
 
     available = linear_module_names(model)
+    if task_type == "SEQ_CLS":  # the head is trained whole (modules_to_save), never wrapped
+        available = [name for name in available if name not in SCORE_HEADS]
     targets = available if method.lora_target == ["all"] else method.lora_target
     missing = [t for t in targets if t not in available]
     if missing:
@@ -43,7 +50,7 @@ def apply_lora(model: nn.Module, method: MethodConfig, task_type: str = "CAUSAL_
             f"no linear layer named {', '.join(missing)} in this model; expected some of "
             f"{', '.join(available)} or 'all'", field="method.lora_target",
         )
-    config = LoraConfig(
+    return LoraConfig(
         r=method.lora_rank,
         lora_alpha=method.lora_alpha or 2 * method.lora_rank,
         lora_dropout=method.lora_dropout,
@@ -53,7 +60,13 @@ def apply_lora(model: nn.Module, method: MethodConfig, task_type: str = "CAUSAL_
         use_rslora=method.use_rslora,
         task_type=task_type,
     )
-    return get_peft_model(model, config)
+
+
+def apply_lora(model: nn.Module, method: MethodConfig, task_type: str = "CAUSAL_LM") -> nn.Module:
+    """Wrap `model` with a PEFT LoRA (DoRA / rsLoRA) adapter on the target modules."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(model, method, task_type))
 
 
 def apply_freeze(model: nn.Module, method: MethodConfig) -> nn.Module:
@@ -89,8 +102,22 @@ def apply_method(model: nn.Module, method: MethodConfig, task_type: str = "CAUSA
         model = apply_lora(model, method, task_type)
     elif method.finetuning_type == "freeze":
         model = apply_freeze(model, method)
+        if task_type == "SEQ_CLS":  # a reward model's score head is new: it always trains
+            for name in SCORE_HEADS:
+                head = getattr(model, name, None)
+                if head is not None:
+                    head.requires_grad_(True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total,
                 100 * trainable / max(total, 1))
     return model
+
+
+def policy_and_adapter(model: nn.Module, method: MethodConfig) -> tuple[nn.Module, Any]:
+    """For TRL's DPO/KTO trainers: full and freeze applied to `model`; for LoRA the unwrapped
+    model and its LoraConfig, which the trainer applies itself so that its reference model is
+    the policy with the adapter disabled (no second copy of the weights)."""
+    if method.finetuning_type in ("lora", "qlora"):
+        return model, lora_config(model, method)
+    return apply_method(model, method), None

@@ -26,6 +26,11 @@ class StopRequest:
     def requested(self) -> bool:
         return self._signalled > 0 or self.flag_file.exists()
 
+    @property
+    def signalled(self) -> bool:
+        """A signal (not the stop file) asked this process to stop."""
+        return self._signalled > 0
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self._signalled += 1
         if self._signalled > 1:

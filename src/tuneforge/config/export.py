@@ -1,0 +1,83 @@
+"""ExportConfig: what `tuneforge export` merges, converts and writes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from tuneforge.config._base import Section
+from tuneforge.errors import ConfigError, Issue
+
+
+class ExportConfig(Section):
+    """One export: a base model (and adapter) in, a merged model with a Modelfile out."""
+
+    model: str | None = Field(
+        default=None,
+        description="Base model: an alias, a transformers directory, a .gguf file or a cached "
+        "hub id; default: the base named in the adapter's adapter_config.json.",
+    )
+    adapter: str | None = Field(
+        default=None,
+        description="A run directory (its output/ is used), a run id under the runs folder, or "
+        "a PEFT adapter directory. A run of full fine-tuning gives a whole model instead.",
+    )
+    output_dir: str = Field(
+        description="Where the exported model is written (whole or not at all)."
+    )
+    merge: bool = Field(
+        default=False, description="Merge the adapter's weights into the base model."
+    )
+    format: Literal["safetensors", "gguf"] = Field(
+        default="safetensors",
+        description="safetensors writes a transformers directory; gguf also writes model.gguf "
+        "and points the Modelfile at it.",
+    )
+    outtype: Literal["f32", "f16"] = Field(
+        default="f32", description="GGUF tensor type (1-D tensors stay f32, as llama.cpp's)."
+    )
+    template: str | None = Field(
+        default=None,
+        description="Chat template for the Modelfile and the exported tokenizer; default: the "
+        "one training used (tuneforge_template.json), else the tokenizer's own.",
+    )
+
+    @model_validator(mode="after")
+    def _something_to_export(self) -> ExportConfig:
+        if self.model is None and self.adapter is None:
+            raise ValueError(
+                "model, adapter: expected a base model, an adapter or both, got neither"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _adapter_needs_merge(self) -> ExportConfig:
+        if self.adapter is not None and not self.merge:
+            raise ValueError(
+                "adapter, merge: an adapter is exported merged into its base; expected --merge"
+            )
+        return self
+
+
+def build_export_config(values: Mapping[str, Any], source: str = "command line") -> ExportConfig:
+    """An ExportConfig from plain values; every validation problem becomes one ConfigError.
+
+    Raises:
+        ConfigError: a value is missing, of the wrong type, or the combination is invalid.
+    """
+    try:
+        return ExportConfig.model_validate(dict(values))
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            message = str(err["msg"]).removeprefix("Value error, ")
+            if message.startswith("Input should be "):
+                message = "expected " + message.removeprefix("Input should be ")
+                message += f", got {err['input']!r}"
+            if err["type"] == "missing":
+                message = "is required"
+            field = ".".join(str(p) for p in err["loc"]) or None
+            issues.append(Issue(message, file=source, field=field))
+        raise ConfigError(issues) from None

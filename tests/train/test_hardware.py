@@ -1,0 +1,35 @@
+"""What the machine can do, checked before any work: here DeepSpeed and FSDP configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tuneforge.config import load_run_config
+from tuneforge.errors import NotFoundError, UnsupportedError
+from tuneforge.train.hardware import check_hardware
+
+
+def test_a_missing_deepspeed_json_is_named(tmp_path: Path) -> None:
+    config = load_run_config(overrides=["--deepspeed", str(tmp_path / "ds.json")])
+    with pytest.raises(NotFoundError, match="DeepSpeed config not found"):
+        check_hardware(config)
+
+
+def test_deepspeed_without_cuda_says_what_to_use_instead(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("DeepSpeed can run on this CUDA machine")
+    ds = tmp_path / "ds.json"
+    ds.write_text('{"zero_optimization": {"stage": 2}}')
+    with pytest.raises(UnsupportedError, match="needs CUDA GPUs") as info:
+        check_hardware(load_run_config(overrides=["--deepspeed", str(ds)]))
+    assert "--launcher torchrun" in str(info.value)
+
+
+def test_a_missing_fsdp_config_is_named(tmp_path: Path) -> None:
+    config = load_run_config(overrides=["--fsdp", "--fsdp_config", str(tmp_path / "f.json")])
+    with pytest.raises(NotFoundError, match="FSDP config not found"):
+        check_hardware(config)

@@ -1,0 +1,59 @@
+"""The fast causal-LM loss equals transformers' own, padded or padding-free."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, TrainingArguments
+
+from tuneforge.train.collate import IGNORE_INDEX, PaddingCollator
+from tuneforge.train.trainer import CausalLMTrainer
+
+ROWS = [  # prompt tokens masked, the response learned; three lengths
+    {"input_ids": [5, 6, 7, 8, 9, 10], "labels": [-100, -100, -100, 8, 9, 10]},
+    {"input_ids": [11, 12, 13], "labels": [-100, 12, 13]},
+    {"input_ids": [14, 15, 16, 17, 18, 19, 20, 21], "labels": [-100, -100, 16, 17, 18, 19, 20, 21]},
+]
+
+
+@pytest.fixture(scope="module")
+def trainer(tiny_llm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> CausalLMTrainer:
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llm_dir), dtype=torch.float32)
+    args = TrainingArguments(output_dir=str(tmp_path_factory.mktemp("out")), use_cpu=True,
+                             report_to="none")
+    return CausalLMTrainer(model=model, args=args)
+
+
+def stock_loss(model: torch.nn.Module, rows: list[dict]) -> torch.Tensor:
+    """transformers' ForCausalLMLoss over the padded batch."""
+    batch = PaddingCollator(0, padding_free=False)(rows)
+    return model(**batch, use_cache=False).loss
+
+
+def test_padding_free_batch_is_one_row_with_restarting_positions() -> None:
+    batch = PaddingCollator(0)(ROWS)
+    assert batch["input_ids"].shape == (1, 17)
+    assert batch["position_ids"][0].tolist() == [*range(6), *range(3), *range(8)]
+    starts = [0, 6, 9]  # each sample's first token is never a target
+    assert all(batch["labels"][0, i] == IGNORE_INDEX for i in starts)
+
+
+@pytest.mark.parametrize("padding_free", [True, False])
+def test_loss_equals_transformers_loss(trainer: CausalLMTrainer, padding_free: bool) -> None:
+    expected = stock_loss(trainer.model, ROWS)
+    batch = PaddingCollator(0, padding_free=padding_free)(ROWS)
+    got = trainer.compute_loss(trainer.model, batch)
+    assert torch.allclose(got, expected, atol=1e-5), (got, expected)
+
+
+def test_gradients_equal_transformers_gradients(trainer: CausalLMTrainer) -> None:
+    model = trainer.model
+    model.zero_grad()
+    stock_loss(model, ROWS).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    trainer.compute_loss(model, PaddingCollator(0)(ROWS)).backward()
+    for want, param in zip(expected, model.parameters(), strict=True):
+        assert torch.allclose(param.grad, want, atol=1e-6)
