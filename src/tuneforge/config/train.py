@@ -108,6 +108,11 @@ class TrainingConfig(Section):
     gradient_checkpointing: bool = Field(
         default=False, description="Recompute activations to save memory."
     )
+    torch_compile: bool = Field(
+        default=False,
+        description="Compile the model with torch.compile: faster steps after a compilation "
+        "of a minute or more, so it pays only for long runs.",
+    )
     do_train: bool = Field(
         default=True, description="Accepted for LLaMA-Factory compatibility; training runs."
     )

@@ -59,6 +59,7 @@ def training_arguments(config: RunConfig, output_dir: Path, *, has_eval: bool, d
         bf16=use_bf16(config, device),
         fp16=t.fp16,
         activation_checkpointing=t.gradient_checkpointing,
+        torch_compile=t.torch_compile,
         use_cpu=device == "cpu",
         ddp_timeout=config.distributed.ddp_timeout,
         ddp_backend=config.distributed.ddp_backend,

@@ -23,7 +23,7 @@ def generation_prompt(renderer: Renderer, question: str, system: str | None = No
 
 
 def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *,
-                   max_new_tokens: int = 48) -> list[str]:
+                   max_new_tokens: int = 64) -> list[str]:
     """Each prompt's greedy continuation, up to the end of the assistant's turn.
 
     The prompts go through generate() as one left-padded batch: one forward pass per new
@@ -41,7 +41,9 @@ def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *,
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                              do_sample=False, eos_token_id=sorted(stop), pad_token_id=pad)
-    return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+    # a reply cut by max_new_tokens may end inside a multi-byte character: drop that half
+    return [tokenizer.decode(row[width:], skip_special_tokens=True).rstrip("\ufffd").strip()
+            for row in out]
 
 
 def _ids(value: int | list[int] | None) -> list[int]:

@@ -6,9 +6,12 @@ Each returns the model ready to train; which parameters train is decided here on
 from __future__ import annotations
 
 import logging
+import os
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuneforge.config.run import RunConfig
 from tuneforge.config.train import MethodConfig
 from tuneforge.errors import ConfigError
 
@@ -17,6 +20,36 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 SCORE_HEADS = ("score", "classifier")  # what transformers calls a sequence classifier's head
+
+
+def load_model(config: RunConfig, model_dir: Path, auto_class: Any, **kwargs: Any) -> nn.Module:
+    """The base model to train: float32, or for QLoRA quantised by bitsandbytes onto this
+    process's GPU (check_hardware has already refused QLoRA without CUDA).
+
+    QLoRA follows the QLoRA paper's recipe, as LLaMA-Factory does: 4-bit NF4 with double
+    quantisation (or 8-bit), computing in bf16 where the GPU has it, else fp16; then PEFT's
+    prepare_model_for_kbit_training (norms in float32, input grads for checkpointing).
+    """
+    import torch
+
+    bits = config.effective_quantization_bit
+    common = {"trust_remote_code": config.model.trust_remote_code, **kwargs}
+    if bits is None:
+        return auto_class.from_pretrained(str(model_dir), dtype=torch.float32, **common)
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    ) if bits == 4 else BitsAndBytesConfig(load_in_8bit=True)
+    model = auto_class.from_pretrained(
+        str(model_dir), quantization_config=quantization, dtype=compute,
+        device_map={"": int(os.environ.get("LOCAL_RANK", "0"))}, **common)
+    logger.info("loaded %s in %d-bit (bitsandbytes), computing in %s", model_dir, bits, compute)
+    return prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=config.training.gradient_checkpointing)
 
 
 def linear_module_names(model: nn.Module) -> list[str]:

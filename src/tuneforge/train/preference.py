@@ -24,7 +24,7 @@ from tuneforge.paths import RunPaths
 from tuneforge.settings import Settings
 from tuneforge.train.arguments import training_arguments
 from tuneforge.train.callback import Progress
-from tuneforge.train.methods import apply_method, policy_and_adapter
+from tuneforge.train.methods import apply_method, load_model, policy_and_adapter
 from tuneforge.train.stage import TrainResult, prepare_stage, run_callbacks, train_and_save
 from tuneforge.train.stopping import StopRequest
 
@@ -43,9 +43,8 @@ def run_reward_model(config: RunConfig, paths: RunPaths, settings: Settings, sto
 
     inputs = prepare_stage(config, paths, settings)
     torch.manual_seed(config.training.seed)  # the score head is new: its init follows the seed
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(inputs.model_dir), num_labels=1, dtype=torch.float32,
-        trust_remote_code=config.model.trust_remote_code)
+    model = load_model(config, inputs.model_dir, AutoModelForSequenceClassification,
+                       num_labels=1)
     model = apply_method(model, config.method, task_type="SEQ_CLS")
     has_eval = inputs.eval is not None
     args = training_arguments(config, paths.checkpoints, has_eval=has_eval, device=inputs.device,
@@ -92,9 +91,7 @@ def _policy(config: RunConfig, inputs: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(config.training.seed)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(inputs.model_dir), dtype=torch.float32,
-        trust_remote_code=config.model.trust_remote_code)
+    model = load_model(config, inputs.model_dir, AutoModelForCausalLM)
     return policy_and_adapter(model, config.method)
 
 

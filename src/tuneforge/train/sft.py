@@ -16,7 +16,7 @@ from tuneforge.settings import Settings
 from tuneforge.train.arguments import training_arguments
 from tuneforge.train.callback import Progress
 from tuneforge.train.collate import PaddingCollator, TokenizedDataset
-from tuneforge.train.methods import apply_method
+from tuneforge.train.methods import apply_method, load_model
 from tuneforge.train.stage import TrainResult, prepare_stage, run_callbacks, train_and_save
 from tuneforge.train.stopping import StopRequest
 from tuneforge.train.trainer import CausalLMTrainer
@@ -36,8 +36,7 @@ def run_causal_lm(config: RunConfig, paths: RunPaths, settings: Settings, stop: 
     train_data, eval_data = inputs.train, inputs.eval
 
     torch.manual_seed(config.training.seed)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=torch.float32, trust_remote_code=config.model.trust_remote_code)
+    model = load_model(config, model_dir, AutoModelForCausalLM)
     model = apply_method(model, config.method)
     args = training_arguments(config, paths.checkpoints, has_eval=eval_data is not None,
                               device=device)
