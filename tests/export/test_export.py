@@ -151,6 +151,19 @@ def test_cli_exports_a_run_with_its_template_and_default_system(adapter_dir, tmp
                     "<|im_end|>\n<|im_start|>assistant\n")
 
 
+def test_a_whole_model_alone_is_exported_as_it_is(tiny_llm_dir, tmp_path) -> None:
+    import torch
+
+    out = tmp_path / "whole"
+    result = export_model(build_export_config({"model": str(tiny_llm_dir),
+                                               "output_dir": str(out)}), Settings())
+    assert result.record.adapter is None and result.gguf is None
+    assert {p.name for p in out.iterdir()} == EXPORTED
+    source, saved = load(tiny_llm_dir).state_dict(), load(out).state_dict()
+    assert all(torch.equal(w, saved[n]) for n, w in source.items())
+    assert "FROM .\n" in result.modelfile.read_text()
+
+
 def _mistral_copy(tiny_llm_dir: Path, tmp_path: Path) -> Path:
     path = tmp_path / "mistral"
     shutil.copytree(tiny_llm_dir, path)
