@@ -57,3 +57,18 @@ def test_gradients_equal_transformers_gradients(trainer: CausalLMTrainer) -> Non
     trainer.compute_loss(model, PaddingCollator(0)(ROWS)).backward()
     for want, param in zip(expected, model.parameters(), strict=True):
         assert torch.allclose(param.grad, want, atol=1e-6)
+
+
+def test_packed_attention_equals_attention_per_sample(tiny_llm_dir: Path) -> None:
+    from tuneforge.train.attention import PACKED_ATTENTION
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llm_dir), dtype=torch.float32)
+    separate = [model(torch.tensor([row["input_ids"]]), use_cache=False).logits[0]
+                for row in ROWS]
+    model.set_attn_implementation(PACKED_ATTENTION)
+    batch = PaddingCollator(0)(ROWS)
+    packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                   use_cache=False).logits[0]
+    assert torch.allclose(packed, torch.cat(separate), atol=1e-5)
+    with pytest.raises(ValueError, match="one packed row"):
+        model(**PaddingCollator(0, padding_free=False)(ROWS), use_cache=False)

@@ -14,6 +14,7 @@ from tuneforge.config.run import RunConfig
 from tuneforge.paths import RunPaths
 from tuneforge.settings import Settings
 from tuneforge.train.arguments import training_arguments
+from tuneforge.train.attention import PACKED_ATTENTION
 from tuneforge.train.callback import Progress
 from tuneforge.train.collate import PaddingCollator, TokenizedDataset
 from tuneforge.train.methods import apply_method, load_model
@@ -37,6 +38,8 @@ def run_causal_lm(config: RunConfig, paths: RunPaths, settings: Settings, stop: 
 
     torch.manual_seed(config.training.seed)
     model = load_model(config, model_dir, AutoModelForCausalLM)
+    if config.data.padding_free:  # attention per packed sample, with no L x L mask
+        model.set_attn_implementation(PACKED_ATTENTION)
     model = apply_method(model, config.method)
     args = training_arguments(config, paths.checkpoints, has_eval=eval_data is not None,
                               device=device)
