@@ -16,6 +16,7 @@ the packed samples from position_ids and keeps attention inside each.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -23,6 +24,10 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from tuneforge.train.collate import IGNORE_INDEX
+
+# transformers 5 calls its own deprecated property inside Trainer; the warning is not the user's
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                        category=FutureWarning)
 
 
 class CausalLMTrainer(Trainer):  # type: ignore[misc]
