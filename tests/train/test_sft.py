@@ -185,3 +185,28 @@ def test_bf16_where_the_cpu_has_it_refused_where_it_does_not(tiny_llm_dir: Path,
     bf16 = [r["loss"] for r in log_lines(tmp_path / "bf16") if r["loss"] is not None]
     fp32 = [r["loss"] for r in log_lines(tmp_path / "fp32") if r["loss"] is not None]
     assert bf16 == pytest.approx(fp32, rel=0.05)  # the loss stays what it is in float32
+
+
+def test_save_total_limit_keeps_the_newest_checkpoints(tiny_llm_dir: Path,
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(config(tiny_llm_dir, out, max_steps=6, save_steps=2, save_total_limit=2), Settings())
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "checkpoint-4", "checkpoint-6"]
+
+
+def test_early_stopping_on_eval_loss_keeps_the_best(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # a learning rate this large makes the eval loss worse after the first steps
+    outcome = train(config(tiny_llm_dir, out, max_steps=30, save_steps=1, eval_steps=1,
+                           val_size=0.2, learning_rate=3.0, early_stopping_steps=2,
+                           load_best_model_at_end=True), Settings())
+    assert outcome.result.status == "completed" and outcome.result.global_step < 30
+    evals = [(r["current_steps"], r["eval_loss"]) for r in log_lines(out)
+             if r["eval_loss"] is not None]
+    best_step, best = min(evals, key=lambda e: e[1])
+    assert outcome.result.global_step == best_step + 2  # patience of 2 evaluations
+    state = json.loads((out / "checkpoints" / f"checkpoint-{outcome.result.global_step}" /
+                        "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
+    assert outcome.result.metrics["eval_loss"] == pytest.approx(best, rel=1e-4)

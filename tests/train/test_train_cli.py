@@ -109,3 +109,30 @@ def test_sigterm_checkpoints_and_stops_then_resume_finishes(tiny_llm_dir, tmp_pa
                              env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((out / "state.json").read_text())["global_step"] == step + 2
+
+
+@pytest.mark.serial
+def test_sigkill_resumes_from_the_last_complete_checkpoint(tiny_llm_dir, tmp_path, home) -> None:
+    out = tmp_path / "out"
+    flags = [f for f in lf_flags(tiny_llm_dir, out, 400) if f != "--overwrite_output_dir"]
+    flags[flags.index("--save_steps") + 1] = "2"
+    env = {**os.environ, "TUNEFORGE_HOME": str(home)}
+    process = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", *flags], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = out / "checkpoints"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(checkpoints.glob("*/tuneforge_complete.json")):
+        time.sleep(0.1)
+    process.kill()  # SIGKILL: no handler runs, a checkpoint may be half-written
+    process.wait(timeout=30)
+    complete = sorted(int(p.parent.name.split("-")[1])
+                      for p in checkpoints.glob("*/tuneforge_complete.json"))
+    assert complete and json.loads((out / "state.json").read_text())["status"] == "running"
+    flags[flags.index("--max_steps") + 1] = str(max(complete) + 2)
+    resumed = subprocess.run([sys.executable, "-m", "tuneforge", "train", *flags], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    log = (out / "train.log").read_text()
+    assert f"resuming from {checkpoints / f'checkpoint-{max(complete)}'}" in log
+    assert json.loads((out / "state.json").read_text())["status"] == "completed"
+    assert all((p / "tuneforge_complete.json").is_file() for p in checkpoints.iterdir())
