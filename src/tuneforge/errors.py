@@ -142,5 +142,11 @@ class UnsupportedError(UserError):
         super().__init__(f"{feature}: {reason}", hint=hint)
 
 
+class OverloadedError(UserError):
+    """The service is at capacity (a full request queue): retry later. HTTP 503."""
+
+    status_code = 503
+
+
 class InternalError(TuneforgeError):
     """A bug in tuneforge: shown with its traceback."""

@@ -72,3 +72,24 @@ def test_packed_attention_equals_attention_per_sample(tiny_llm_dir: Path) -> Non
     assert torch.allclose(packed, torch.cat(separate), atol=1e-5)
     with pytest.raises(ValueError, match="one packed row"):
         model(**PaddingCollator(0, padding_free=False)(ROWS), use_cache=False)
+
+
+def test_llama_heads_take_the_chunked_loss_and_get_their_forward_back(
+        trainer: CausalLMTrainer) -> None:
+    from tuneforge.train import trainer as trainer_module
+
+    head = trainer_module.plain_output_head(trainer.model)
+    assert head is trainer.model.lm_head
+    trainer.compute_loss(trainer.model, PaddingCollator(0)(ROWS))
+    x = torch.ones(1, head.in_features)
+    assert head(x).shape == (1, head.out_features)  # the real forward again
+
+
+def test_chunks_sum_to_the_whole(monkeypatch: pytest.MonkeyPatch,
+                                 trainer: CausalLMTrainer) -> None:
+    from tuneforge.train import trainer as trainer_module
+
+    batch = PaddingCollator(0)(ROWS)
+    whole = trainer.compute_loss(trainer.model, batch)
+    monkeypatch.setattr(trainer_module, "CHUNK", 2)  # several chunks on this small batch
+    assert torch.allclose(trainer.compute_loss(trainer.model, batch), whole, atol=1e-6)

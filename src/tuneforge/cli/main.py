@@ -133,7 +133,8 @@ def config_schema() -> None:
     render.print_yaml(json.dumps(RunConfig.model_json_schema(), indent=2) + "\n")
 
 
-@app.command("train", context_settings=EXTRA)
+@app.command("train", context_settings=EXTRA,
+             short_help="Fine-tune a model (LLaMA-Factory / Qianfan / REST option names).")
 def train_command(
     ctx: typer.Context,
     config: Annotated[str | None, typer.Argument(help="A YAML or JSON config file.")] = None,
@@ -159,7 +160,7 @@ def train_command(
     render.print_train_outcome(outcome)
 
 
-@app.command("export")
+@app.command("export", short_help="Merge an adapter; write an Ollama Modelfile and GGUF.")
 def export_command(
     output_dir: Annotated[str, typer.Option("--output_dir", "--output-dir",
                                             help="Where the exported model is written.")],
@@ -187,7 +188,8 @@ def export_command(
     render.print_export(export_model(config, Settings()))
 
 
-@app.command("demo", context_settings=EXTRA)
+@app.command("demo", context_settings=EXTRA,
+             short_help="The main job: teach SmolLM2 a new identity, answers before/after.")
 def demo(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="The model to teach the new identity.")] = (
@@ -203,6 +205,49 @@ def demo(
     with render.training_progress() as progress:
         result = run_demo(Settings(), config, progress=progress, on_stage=render.print_stage)
     render.print_demo(result)
+
+
+@app.command("eval", short_help="Score a model or fine-tune (loss, text metrics, choice); report.")
+def eval_command(
+    model: Annotated[str, typer.Option(
+        "--model", "--model_name_or_path", help="Base model: alias, directory, .gguf, hub id.")],
+    dataset: Annotated[str, typer.Option(
+        help="Data file(s) or dataset_info name(s), comma-separated; a file with question, "
+        "A, B, C, D, answer columns is scored as multiple choice.")],
+    adapter: Annotated[str | None, typer.Option(
+        "--adapter", "--adapter_name_or_path",
+        help="A run directory or run id (its output/), or a PEFT adapter directory.")] = None,
+    dataset_dir: DatasetDir = "data",
+    metrics: Annotated[str | None, typer.Option(
+        help="Comma-separated: loss, exact_match, f1, rouge_l, bleu, chrf, accuracy; "
+        "default: all that fit the data.")] = None,
+    compare_base: Annotated[bool, typer.Option(
+        "--compare-base", "--compare_base", help="Also evaluate the base; report both.")] = False,
+    max_samples: Annotated[int | None, typer.Option(
+        "--max_samples", "--max-samples", min=1, help="Samples per dataset.")] = None,
+    val_size: Annotated[float, typer.Option(
+        "--val_size", "--val-size", help="Score only this held-out fraction (as training).")] = 0,
+    output_dir: Annotated[str | None, typer.Option(
+        "--output_dir", "--output-dir", help="Report folder; default: the run's eval/.")] = None,
+    template: Template = None,
+    cutoff_len: CutoffLen = 2048,
+    max_new_tokens: Annotated[int, typer.Option(
+        "--max_new_tokens", "--max-new-tokens", help="Tokens per generated answer.")] = 64,
+) -> None:
+    """Evaluate a model (and adapter): eval loss and perplexity, EM/F1/ROUGE-L/BLEU/chrF of
+    greedy answers, or multiple-choice accuracy; with --compare-base beside its base, writing
+    report.json/md/png."""
+    from tuneforge.config.eval import build_eval_config
+    from tuneforge.eval.run import evaluate
+
+    run_config = load_run_config(values={
+        "model_name_or_path": model, "dataset": dataset, "dataset_dir": dataset_dir,
+        "max_samples": max_samples, "val_size": val_size, "template": template,
+        "cutoff_len": cutoff_len}, source="command line")
+    options = build_eval_config({
+        "adapter": adapter, "metrics": metrics or [], "compare_base": compare_base,
+        "output_dir": output_dir, "max_new_tokens": max_new_tokens})
+    render.print_eval(evaluate(run_config, options, Settings()))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -177,5 +177,26 @@ def print_demo(result: Any) -> None:
     print_train_outcome(result.outcome)
 
 
+def print_eval(result: Mapping[str, Any]) -> None:
+    """The metrics of `tuneforge eval`, a row per model (and the difference), and the report."""
+    names: list[str] = []
+    for row in result["rows"]:
+        names += [n for n in row["metrics"] if n not in names]
+    table = Table(title=f"{', '.join(result['dataset'])}: {result['kind']}, "
+                        f"{result['samples']} samples")
+    table.add_column("model")
+    for name in names:
+        table.add_column(name, justify="right")
+    for row in result["rows"]:
+        table.add_row(row["name"], *(f"{row['metrics'][n]:.4f}" if n in row["metrics"] else "-"
+                                     for n in names))
+    if result.get("difference"):
+        table.add_row("difference", *(f"{result['difference'][n]:+.4f}"
+                                      if n in result["difference"] else "-" for n in names))
+    _out.print(table)
+    for path in result.get("files", []):
+        print_text(f"report: {path}")
+
+
 def _marked(text: str, ok: bool) -> Text:
     return Text(("[ok] " if ok else "") + text, style="green" if ok else "")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from tuneforge.config._base import Section
-from tuneforge.errors import ConfigError, Issue
+from tuneforge.config._base import Section, validate_values
 
 
 class ExportConfig(Section):
@@ -67,17 +66,4 @@ def build_export_config(values: Mapping[str, Any], source: str = "command line")
     Raises:
         ConfigError: a value is missing, of the wrong type, or the combination is invalid.
     """
-    try:
-        return ExportConfig.model_validate(dict(values))
-    except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
-            message = str(err["msg"]).removeprefix("Value error, ")
-            if message.startswith("Input should be "):
-                message = "expected " + message.removeprefix("Input should be ")
-                message += f", got {err['input']!r}"
-            if err["type"] == "missing":
-                message = "is required"
-            field = ".".join(str(p) for p in err["loc"]) or None
-            issues.append(Issue(message, file=source, field=field))
-        raise ConfigError(issues) from None
+    return validate_values(ExportConfig, values, source)

@@ -17,10 +17,13 @@ the packed samples from position_ids and keeps attention inside each.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers import Trainer
 
 from tuneforge.train.collate import IGNORE_INDEX
@@ -44,11 +47,18 @@ class CausalLMTrainer(Trainer):  # type: ignore[misc]
         keep = targets != IGNORE_INDEX
         # one set of positions for the whole batch: their union (exact for a packed row)
         positions = keep.any(dim=0).nonzero().squeeze(1)
-        outputs = model(**inputs, use_cache=False, logits_to_keep=positions)
-        logits = outputs.logits.float()
-        picked = targets[:, positions]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), picked.reshape(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
+        picked = targets[:, positions].reshape(-1)
+        head = plain_output_head(self.accelerator.unwrap_model(model))
+        if head is None:
+            outputs = model(**inputs, use_cache=False, logits_to_keep=positions)
+            logits = outputs.logits.float()
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), picked,
+                                   ignore_index=IGNORE_INDEX, reduction="sum")
+        else:
+            with _head_returns_its_input(head):
+                outputs = model(**inputs, use_cache=False, logits_to_keep=positions)
+            hidden = outputs.logits  # the final hidden states at the learned positions
+            loss = chunked_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), picked, head)
         if num_items_in_batch is None:
             num_items_in_batch = keep.sum()
         elif self.args.average_tokens_across_devices:
@@ -56,3 +66,56 @@ class CausalLMTrainer(Trainer):  # type: ignore[misc]
             loss = loss * self.accelerator.num_processes
         loss = loss / max(num_items_in_batch, 1)  # a batch with nothing learned adds 0
         return (loss, outputs) if return_outputs else loss
+
+
+# Model types whose logits are exactly lm_head(final hidden state): no soft-capping or scaling
+# after the head (Gemma 2's final_logit_softcapping, Granite's logits_scaling, Cohere's
+# logit_scale would be skipped by the chunked loss, so those keep the plain path).
+PLAIN_HEAD_MODEL_TYPES = frozenset({
+    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3", "olmo2",
+})
+CHUNK = 256  # learned positions per chunk: 256 x 49k vocab x 4 bytes = 50 MB of logits
+
+
+def plain_output_head(model: Any) -> torch.nn.Linear | None:
+    """The output head when the loss may compute it chunk by chunk, else None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    model_type = getattr(getattr(base, "config", None), "model_type", None)
+    if type(head) is not torch.nn.Linear or model_type not in PLAIN_HEAD_MODEL_TYPES:
+        return None  # a LoRA-wrapped or quantised head, or logits post-processed
+    return head
+
+
+@contextmanager
+def _head_returns_its_input(head: torch.nn.Linear) -> Iterator[None]:
+    """For one forward pass the model's "logits" are the hidden states the head would see."""
+    head.forward = lambda hidden: hidden  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del head.forward  # back to nn.Linear.forward
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor,
+                          head: torch.nn.Linear) -> torch.Tensor:
+    """Summed cross-entropy of head(hidden) against targets, CHUNK positions at a time.
+
+    Each chunk's logits are recomputed in the backward pass (activation checkpointing)
+    instead of kept: the float32 logits of every learned position, their softmax and their
+    gradient (three times positions x vocab x 4 bytes, 700 MB for 1,200 positions of a 49k
+    vocabulary) never exist at once. Costs one more head matmul per learned token.
+    Liger-Kernel's fused linear cross-entropy does this on GPUs with Triton; this is the
+    CPU-friendly form of the same idea in plain PyTorch.
+    """
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for h, t in zip(hidden.split(CHUNK), targets.split(CHUNK), strict=True):
+        total = total + checkpoint(_cross_entropy_sum, h, t, head.weight, head.bias,
+                                   use_reentrant=False)
+    return total
+
+
+def _cross_entropy_sum(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
+                       bias: torch.Tensor | None) -> torch.Tensor:
+    logits = F.linear(hidden, weight, bias).float()
+    return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, eval loss, multiple choice, before/after reports."""

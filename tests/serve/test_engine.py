@@ -1,0 +1,193 @@
+"""The engine: greedy equals generate(), continuous batching, adapters, stops, cancel, queue."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tuneforge.errors import NotFoundError, OverloadedError
+from tuneforge.serve.engine import Engine
+from tuneforge.serve.requests import ChatMessage, GenerationRequest
+from tuneforge.serve.stream import Detokenizer
+from tuneforge.settings import Settings
+
+PROMPTS = ["Hello there, how are you", "The quick brown fox", "What is the capital of France?",
+           "你好，今天怎么样", "Give three tips"]
+
+
+@pytest.fixture
+def engine(tiny_llm_dir: Path) -> Iterator[Engine]:
+    """A started engine on the tiny Llama, closed after the test."""
+    with Engine(str(tiny_llm_dir), Settings(), max_batch=4, max_queue=8, max_adapters=2) as e:
+        yield e
+
+
+def greedy(prompt: str, **options: Any) -> GenerationRequest:
+    return GenerationRequest(prompt=prompt, temperature=0.0, **options)
+
+
+def reference_greedy(model_dir: Path, prompt: str, max_new_tokens: int,
+                     adapter: Path | None = None) -> str:
+    """Plain model.generate, greedy, as the engine should answer alone."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                         max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    # the engine never ends on half a multi-byte character
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).rstrip("\ufffd")
+
+
+def test_greedy_single_request_equals_generate_and_repeats(engine: Engine,
+                                                           tiny_llm_dir: Path) -> None:
+    first = engine.complete(greedy(PROMPTS[0], max_tokens=24))
+    second = engine.complete(greedy(PROMPTS[0], max_tokens=24))
+    assert first == second
+    assert first.text == reference_greedy(tiny_llm_dir, PROMPTS[0], 24)
+    assert first.finish_reason in ("stop", "length")
+    assert first.usage.prompt_tokens == len(engine.tokenizer(PROMPTS[0])["input_ids"])
+    assert 1 <= first.usage.completion_tokens <= 24
+
+
+def test_concurrent_requests_each_equal_their_solo_answer(engine: Engine) -> None:
+    solo = [engine.complete(greedy(p, max_tokens=16 + 3 * i)) for i, p in enumerate(PROMPTS)]
+    results: dict[int, Any] = {}
+
+    def ask(i: int) -> None:
+        results[i] = engine.complete(greedy(PROMPTS[i], max_tokens=16 + 3 * i))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(PROMPTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [results[i] for i in range(len(PROMPTS))] == solo
+
+
+def test_two_adapters_answer_differently_in_one_batch(
+        tiny_llm_dir: Path, tiny_adapters: dict[str, Path]) -> None:
+    engine = Engine(str(tiny_llm_dir), Settings(), max_batch=4)
+    engine.load_adapter("a", tiny_adapters["first"])
+    engine.load_adapter("b", tiny_adapters["alpaca"])  # a run dir: its output/ holds it
+    # queued before the scheduler starts, so all three join the same batch
+    streams = {name: engine.submit(greedy(PROMPTS[1], max_tokens=12, adapter=name))
+               for name in ("a", "b", None)}
+    with engine:
+            answers = {name: s.collect().text for name, s in streams.items()}
+    assert len(set(answers.values())) == 3
+    assert answers["a"] == reference_greedy(tiny_llm_dir, PROMPTS[1], 12,
+                                            tiny_adapters["first"])
+    assert answers[None] == reference_greedy(tiny_llm_dir, PROMPTS[1], 12)
+
+
+def test_adapters_past_max_are_unloaded_least_recently_used(
+        engine: Engine, tiny_adapters: dict[str, Path]) -> None:
+    engine.load_adapter("a", tiny_adapters["first"])
+    engine.load_adapter("b", tiny_adapters["alpaca"])
+    engine.complete(greedy("Hello", max_tokens=2, adapter="a"))  # a is now the most recent
+    engine.load_adapter("c", tiny_adapters["first"])
+    assert engine.adapter_names() == ["a", "c"]
+    with pytest.raises(NotFoundError):
+        engine.submit(greedy("Hello", adapter="b"))
+    engine.unload_adapter("a")
+    engine.unload_adapter("c")
+    assert engine.adapter_names() == []
+    assert engine.complete(greedy("Hello", max_tokens=3)).usage.completion_tokens >= 1
+
+
+def test_stop_string_ends_the_answer_before_it(engine: Engine) -> None:
+    full = engine.complete(greedy(PROMPTS[2], max_tokens=24)).text
+    stop = full[5:8]
+    assert stop and full.find(stop) == 5
+    cut = engine.complete(greedy(PROMPTS[2], max_tokens=24, stop=(stop,)))
+    assert cut.text == full[:5]
+    assert cut.finish_reason == "stop"
+
+
+def test_cancel_stops_generation_and_frees_the_slot(tiny_llm_dir: Path) -> None:
+    with Engine(str(tiny_llm_dir), Settings(), max_batch=1) as engine:
+        # a stop that never matches keeps the first request running as long as it may
+        long = engine.submit(GenerationRequest(prompt="The", max_tokens=100_000, seed=0))
+        next(iter(long))
+        long.cancel()
+        after = engine.complete(greedy("Hello", max_tokens=4))
+        list(long)  # what it sent before the cancel took effect
+        assert long.finish_reason == "cancelled"
+        assert long.usage.completion_tokens < 100_000
+        assert after.usage.completion_tokens >= 1
+
+
+def test_full_queue_raises_overloaded(tiny_llm_dir: Path) -> None:
+    engine = Engine(str(tiny_llm_dir), Settings(), max_batch=1, max_queue=2)  # not started
+    first, second = (engine.submit(greedy("Hello")) for _ in range(2))
+    with pytest.raises(OverloadedError, match="queue is full"):
+        engine.submit(greedy("Hello"))
+    engine.close()
+    assert first.collect().finish_reason == second.collect().finish_reason == "cancelled"
+
+
+def test_chat_is_rendered_with_the_training_template(
+        engine: Engine, tiny_adapters: dict[str, Path]) -> None:
+    from tuneforge.data.templates import select_template
+    from tuneforge.train.generate import generation_prompt
+
+    engine.load_adapter("alpaca", tiny_adapters["alpaca"])
+    messages = (ChatMessage(role="system", content="Be brief."),
+                ChatMessage(role="user", content="What is the capital of France?"))
+    for adapter, template in ((None, None), ("alpaca", "alpaca")):
+        request = GenerationRequest(messages=messages, adapter=adapter, temperature=0.0)
+        expected = generation_prompt(select_template(engine.tokenizer, template),
+                                     "What is the capital of France?", system="Be brief.")
+        assert engine.render_prompt(request) == expected
+    assert engine.render_prompt(GenerationRequest(messages=messages)).endswith(
+        "<|im_start|>assistant\n")
+
+
+def test_stream_deltas_join_to_the_whole_answer(engine: Engine) -> None:
+    request = GenerationRequest(prompt="你好", max_tokens=20, temperature=1.0, seed=3)
+    deltas = list(engine.submit(request))
+    assert "".join(deltas) == engine.complete(request).text
+
+
+def test_detokenizer_never_sends_half_a_character(tiny_tokenizer: Any) -> None:
+    text = "龘 and 𝄞 are rare"  # unseen: byte-level BPE splits each into byte tokens
+    ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(text.split())
+    detokenizer = Detokenizer(tiny_tokenizer, stop=())
+    deltas = [detokenizer.add(i)[0] for i in ids]
+    assert "".join(deltas) + detokenizer.flush() == text
+    assert all("\ufffd" not in d for d in deltas)
+
+
+def test_detokenizer_holds_back_a_possible_stop_string(tiny_tokenizer: Any) -> None:
+    ids = tiny_tokenizer("Paris is the capital", add_special_tokens=False)["input_ids"]
+    detokenizer = Detokenizer(tiny_tokenizer, stop=("the cap",))
+    sent, stopped = "", False
+    for i in ids:
+        delta, stopped = detokenizer.add(i)
+        sent += delta
+        assert "the" not in sent
+        if stopped:
+            break
+    assert stopped and sent == "Paris is "
+
+
+def test_async_iteration_yields_the_same_text(engine: Engine) -> None:
+    import asyncio
+
+    async def read() -> str:
+        return "".join([d async for d in engine.submit(greedy(PROMPTS[3], max_tokens=10))])
+
+    assert asyncio.run(read()) == engine.complete(greedy(PROMPTS[3], max_tokens=10)).text
