@@ -21,13 +21,14 @@ from tuneforge.data.chat_template import TokenizerTemplate
 from tuneforge.data.conversation import (
     DEFAULT_TOOLS_PROMPT,
     Chat,
+    Conversation,
     Rendered,
     RenderedBatch,
     Span,
     tool_calls_text,
     with_tools,
 )
-from tuneforge.data.records import tools_list
+from tuneforge.data.records import Message, tools_list
 from tuneforge.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -187,6 +188,17 @@ class NamedTemplate:
             parts.append(piece)
             pos += len(piece)
         return Rendered("".join(parts), tuple(spans))
+
+
+def render_prompt(renderer: Renderer, messages: Sequence[Message], system: str | None = None,
+                  tools: str | None = None) -> str:
+    """The text before the assistant's reply to `messages`, as `renderer` renders it: the
+    same text, token for token, that training put before every learned answer (the template's
+    rendering with a placeholder reply, cut where that reply starts). Training's demo, the
+    serving engine and evaluation all prompt through here."""
+    rendered = renderer.render_reference(
+        Conversation((*messages, Message("assistant", "x")), system=system, tools=tools))
+    return rendered.text[: rendered.spans[-1].start]
 
 
 def select_template(tokenizer: PreTrainedTokenizerBase, name: str | None) -> Renderer:

@@ -27,12 +27,11 @@ from typing import Any
 
 from tuneforge.config.eval import EvalConfig
 from tuneforge.config.run import RunConfig
-from tuneforge.data.conversation import Conversation
 from tuneforge.data.dataset_info import resolve_dataset
 from tuneforge.data.load import load_data
 from tuneforge.data.read import read_rows
-from tuneforge.data.records import ChatExample, Example, Message
-from tuneforge.data.templates import Renderer
+from tuneforge.data.records import ChatExample, Example
+from tuneforge.data.templates import Renderer, render_prompt
 from tuneforge.errors import ConfigError, DataError, NotFoundError, UnsupportedError
 from tuneforge.eval.choice import ChoiceQuestion, is_choice_row, read_choice_file
 from tuneforge.eval.metrics import TEXT_METRICS
@@ -193,15 +192,13 @@ def generation_prompts(renderer: Renderer, examples: Sequence[Example],
                        default_system: str | None) -> list[str]:
     """Each conversation up to its last assistant turn, as the template renders it.
 
-    train/generate.py's generation_prompt for whole conversations: the same cut.
+    data/templates.py's render_prompt over each conversation but its last reply.
     """
     prompts = []
     for ex in examples:
         assert isinstance(ex, ChatExample)
-        rendered = renderer.render_reference(Conversation(
-            (*ex.messages[:-1], Message("assistant", "x")),
-            system=ex.system or default_system, tools=ex.tools))
-        prompts.append(rendered.text[: rendered.spans[-1].start])
+        prompts.append(render_prompt(renderer, ex.messages[:-1], ex.system or default_system,
+                                     ex.tools))
     return prompts
 
 

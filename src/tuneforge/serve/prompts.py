@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tuneforge.data.conversation import Conversation
 from tuneforge.data.records import Message
-from tuneforge.data.templates import Renderer, select_template
+from tuneforge.data.templates import Renderer, render_prompt, select_template
 from tuneforge.serve.requests import ChatMessage
 
 TEMPLATE_FILE = "tuneforge_template.json"  # written by train/stage.py next to the output
@@ -42,8 +41,4 @@ def chat_prompt(renderer: Renderer, messages: Sequence[ChatMessage]) -> str:
     turns = list(messages)
     if turns and turns[0].role == "system":
         system, turns = turns[0].content, turns[1:]
-    conversation = Conversation(
-        tuple(Message(m.role, m.content) for m in turns) + (Message("assistant", "x"),),
-        system=system)
-    rendered = renderer.render_reference(conversation)
-    return rendered.text[: rendered.spans[-1].start]
+    return render_prompt(renderer, [Message(m.role, m.content) for m in turns], system)

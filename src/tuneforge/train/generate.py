@@ -10,16 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tuneforge.data.conversation import Conversation
 from tuneforge.data.records import Message
-from tuneforge.data.templates import Renderer
+from tuneforge.data.templates import Renderer, render_prompt
 
 
 def generation_prompt(renderer: Renderer, question: str, system: str | None = None) -> str:
     """The text before the assistant's answer to `question`, as the template renders it."""
-    rendered = renderer.render_reference(
-        Conversation((Message("user", question), Message("assistant", "x")), system=system))
-    return rendered.text[: rendered.spans[-1].start]
+    return render_prompt(renderer, (Message("user", question),), system)
 
 
 def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *,
