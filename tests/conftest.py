@@ -166,3 +166,108 @@ def tiny_llm_dir(tiny_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFact
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+# -- Encoders (serve/encoders.py, eval/retrieval.py): tiny BERTs and a tiny reward model ----
+
+ENCODER_TEXT = (
+    "a man is eating food piece of bread riding horse the quick brown fox jumps over lazy dog "
+    "what capital france paris city weather sunny rainy hello there how are you today"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer BERT (hidden 32) with a WordPiece vocabulary of a few dozen words,
+    saved as a plain transformers directory (no head, no modules.json)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(ENCODER_TEXT.split())),
+             *"abcdefghijklmnopqrstuvwxyz.,?!", *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), model_max_length=128)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64,
+                        max_position_embeddings=128)
+    BertModel(config).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+def _sentence_transformer(bert: Path, target: Path, pooling: str) -> Path:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    model = SentenceTransformer(modules=[Transformer(str(bert)),
+                                         Pooling(32, pooling_mode=pooling)], device="cpu")
+    model.save(str(target), create_model_card=False)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_bert_dir saved as a sentence-transformers model with mean pooling."""
+    return _sentence_transformer(tiny_bert_dir, tmp_path_factory.mktemp("st-mean"), "mean")
+
+
+@pytest.fixture(scope="session")
+def tiny_cls_embedder_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_bert_dir saved as a sentence-transformers model with CLS pooling."""
+    return _sentence_transformer(tiny_bert_dir, tmp_path_factory.mktemp("st-cls"), "cls")
+
+
+def _one_label_classifier(source: Path, target: Path, architecture: str, seed: int) -> Path:
+    """A random `architecture` (a *ForSequenceClassification) with one label on `source`'s
+    config, saved with `source`'s tokenizer."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.AutoConfig.from_pretrained(str(source), num_labels=1)
+    getattr(transformers, architecture)(config).save_pretrained(str(target))
+    transformers.AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(target))
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                           ) -> Path:
+    """A random BertForSequenceClassification with one label (a cross-encoder), tiny sizes."""
+    return _one_label_classifier(tiny_bert_dir, tmp_path_factory.mktemp("tiny-cross-encoder"),
+                                 "BertForSequenceClassification", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tiny_llm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random LlamaForSequenceClassification with one label on tiny_llm_dir's config and
+    tokenizer: a reward model as `rm` with method full saves it."""
+    return _one_label_classifier(tiny_llm_dir, tmp_path_factory.mktemp("tiny-reward"),
+                                 "LlamaForSequenceClassification", seed=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_run(tiny_llm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory whose output/ holds what `rm` with LoRA saves: a SEQ_CLS adapter on
+    tiny_llm_dir, random non-zero LoRA weights and a trained score head (modules_to_save)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_llm_dir), num_labels=1,
+                                                               dtype=torch.float32)
+    torch.manual_seed(3)
+    config = LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS", init_lora_weights=False,
+                        target_modules=["q_proj", "v_proj"])
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "modules_to_save" in name:
+                param.normal_(0, 1)
+    run = tmp_path_factory.mktemp("reward-run")
+    peft_model.save_pretrained(str(run / "output"))
+    AutoTokenizer.from_pretrained(str(tiny_llm_dir)).save_pretrained(str(run / "output"))
+    return run

@@ -220,7 +220,8 @@ def eval_command(
     dataset_dir: DatasetDir = "data",
     metrics: Annotated[str | None, typer.Option(
         help="Comma-separated: loss, exact_match, f1, rouge_l, bleu, chrf, accuracy; "
-        "default: all that fit the data.")] = None,
+        "recall@1, recall@5, recall@10, mrr, ndcg@10 (embedding models, rerankers); "
+        "default: all that fit the data and model.")] = None,
     compare_base: Annotated[bool, typer.Option(
         "--compare-base", "--compare_base", help="Also evaluate the base; report both.")] = False,
     max_samples: Annotated[int | None, typer.Option(
@@ -248,6 +249,75 @@ def eval_command(
         "adapter": adapter, "metrics": metrics or [], "compare_base": compare_base,
         "output_dir": output_dir, "max_new_tokens": max_new_tokens})
     render.print_eval(evaluate(run_config, options, Settings()))
+
+
+@app.command("serve", short_help="Serve models over HTTP: OpenAI API, adapters, /generate.")
+def serve_command(
+    models: Annotated[list[str] | None, typer.Argument(
+        help="Models to serve: SOURCE or NAME=SOURCE (alias, directory, run, .gguf); "
+        "default: smollm2-135m-instruct.", show_default=False)] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "--model_name_or_path", help="Another model to serve (repeatable).",
+        show_default=False)] = None,
+    adapter: Annotated[list[str] | None, typer.Option(
+        "--adapter", "--lora", help="NAME=PATH or BASE:NAME=PATH: a LoRA adapter (run "
+        "directory, run id or adapter directory) loaded at start (repeatable).",
+        show_default=False)] = None,
+    host: Annotated[str | None, typer.Option(help="Address; default 127.0.0.1.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port; default 8000; 0 picks one.")] = None,
+    max_batch: Annotated[int | None, typer.Option(
+        "--max-batch", "--max_batch", help="Sequences decoded at once; default 16.")] = None,
+    max_queue: Annotated[int | None, typer.Option(
+        "--max-queue", "--max_queue", help="Waiting requests per model before 503; "
+        "default 64.")] = None,
+    max_adapters: Annotated[int | None, typer.Option(
+        "--max-adapters", "--max_loras", help="Adapters kept per model; default 8.")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="transformers, vllm (CUDA + vLLM) or auto (vllm where possible).")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", "--api_key", envvar="TUNEFORGE_API_KEY",
+        help="Require `Authorization: Bearer KEY` on /v1 requests.")] = None,
+) -> None:
+    """Serve causal LMs (with LoRA adapters), embedding models, rerankers and reward models:
+    OpenAI's /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, plus
+    /v1/rerank, /v1/score/evaluation, /v1/load_lora_adapter, /models/load, /generate,
+    /health and /metrics. Ctrl-C stops it."""
+    from tuneforge.config.serve import build_serve_config
+    from tuneforge.server.run import serve
+
+    chosen = [*(models or []), *(model or [])]
+    config = build_serve_config({
+        "models": chosen or None, "adapters": adapter, "host": host, "port": port,
+        "max_batch": max_batch, "max_queue": max_queue, "max_adapters": max_adapters,
+        "backend": backend, "api_key": api_key})
+    serve(config, Settings(), on_ready=render.print_serving)
+
+
+@app.command("chat", short_help="Chat with a model (and adapter) in the terminal.")
+def chat_command(
+    model: Annotated[str, typer.Argument(
+        help="Alias, model directory or .gguf file.")] = "smollm2-135m-instruct",
+    adapter: Annotated[str | None, typer.Option(
+        "--adapter", "--adapter_name_or_path",
+        help="A run directory or run id (its output/), or a PEFT adapter directory.")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    max_tokens: Annotated[int, typer.Option(
+        "--max-tokens", "--max_new_tokens", min=1, help="Most tokens per answer.")] = 512,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 is greedy.")] = 0.7,
+    top_p: Annotated[float, typer.Option("--top-p", "--top_p", min=0.0, max=1.0)] = 0.9,
+) -> None:
+    """A terminal conversation: type a message, read the answer as it is generated.
+    `clear` forgets the conversation, `exit` (or Ctrl-D) quits, Ctrl-C stops an answer."""
+    from tuneforge.serve.chat import ChatSession
+    from tuneforge.serve.engine import Engine
+
+    with Engine(model, Settings(), max_batch=1) as engine:
+        if adapter is not None:
+            engine.load_adapter("adapter", adapter)
+        session = ChatSession(engine, adapter="adapter" if adapter else None, system=system,
+                              max_tokens=max_tokens, temperature=temperature,
+                              top_p=top_p or 1.0)
+        render.chat_loop(session)
 
 
 def main(argv: list[str] | None = None) -> None:

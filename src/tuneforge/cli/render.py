@@ -200,3 +200,42 @@ def print_eval(result: Mapping[str, Any]) -> None:
 
 def _marked(text: str, ok: bool) -> Text:
     return Text(("[ok] " if ok else "") + text, style="green" if ok else "")
+
+
+def print_serving(url: str, models: Any) -> None:
+    """The first line of `tuneforge serve` (tests and scripts read the URL from it), then
+    what is served."""
+    print(f"tuneforge serving on {url}", flush=True)
+    for row in models.listing():
+        parent = f" (on {row['parent']})" if row["parent"] else ""
+        print(f"  {row['id']}: {row['kind']}{parent}", flush=True)
+    print(f"  OpenAI base_url: {url}/v1   docs: {url}/docs   Ctrl-C stops", flush=True)
+
+
+def chat_loop(session: Any, read: Callable[[str], str] = input) -> None:
+    """Read a line, stream the answer, until `exit` or end of input."""
+    print("chat: `clear` forgets the conversation, `exit` quits, Ctrl-C stops an answer",
+          flush=True)
+    while True:
+        try:
+            text = read("\nuser: ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print(flush=True)
+            return
+        if text in ("exit", "quit"):
+            return
+        if text == "clear":
+            session.clear()
+            print("(conversation cleared)", flush=True)
+            continue
+        if not text:
+            continue
+        print("assistant: ", end="", flush=True)
+        answer = session.send(text)
+        try:
+            for delta in answer:
+                print(delta, end="", flush=True)
+        except KeyboardInterrupt:
+            answer.close()
+            print(" [stopped]", end="")
+        print(flush=True)

@@ -13,7 +13,9 @@ from pydantic import Field, field_validator
 
 from tuneforge.config._base import Section, split_commas, validate_values
 
-Metric = Literal["loss", "exact_match", "f1", "rouge_l", "bleu", "chrf", "accuracy"]
+Metric = Literal["loss", "exact_match", "f1", "rouge_l", "bleu", "chrf", "accuracy",
+                 # embedding models (retrieval sets) and rerankers (rerank sets)
+                 "recall@1", "recall@5", "recall@10", "mrr", "ndcg@10"]
 
 
 class EvalConfig(Section):
@@ -27,7 +29,9 @@ class EvalConfig(Section):
     metrics: list[Metric] = Field(
         default_factory=list,
         description="Metrics to compute; default: loss and every text metric for a chat "
-        "dataset, loss for plain text, accuracy for a multiple-choice file.",
+        "dataset, loss for plain text, accuracy for a multiple-choice file, recall@1/5/10, "
+        "mrr and ndcg@10 for an embedding model on a retrieval set, mrr and ndcg@10 on a "
+        "rerank set.",
     )
     compare_base: bool = Field(
         default=False,

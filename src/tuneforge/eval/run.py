@@ -7,7 +7,10 @@ check the data, then load the models and measure each one:
   (eval/loss.py), and greedy answers (train/generate.py) scored by the text metrics
   (eval/metrics.py);
 - a plain-text (pt) dataset: eval loss and perplexity;
-- a multiple-choice file (question, A, B, C, D, answer): accuracy (eval/choice.py).
+- a multiple-choice file (question, A, B, C, D, answer): accuracy (eval/choice.py);
+- for an embedding model or a reranker (serve/encoders.py tells from the model's files):
+  recall@k, MRR and nDCG@10 on a retrieval set, MRR and nDCG@10 on a rerank set
+  (eval/retrieval.py).
 
 The dataset's eval split is used when one is configured (val_size / eval_dataset, split as
 training splits it with the same seed), else every record. With an adapter and
@@ -37,6 +40,7 @@ from tuneforge.eval.choice import ChoiceQuestion, is_choice_row, read_choice_fil
 from tuneforge.eval.metrics import TEXT_METRICS
 from tuneforge.eval.report import write_report
 from tuneforge.models.sources import resolve_model
+from tuneforge.serve.encoders import EncoderKind, encoder_kind
 from tuneforge.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -88,6 +92,9 @@ def evaluate(config: RunConfig, options: EvalConfig, settings: Settings) -> dict
 
     hf_logging.disable_progress_bar()
     sources = locate_sources(config, options, settings)
+    kind = encoder_kind(sources.model)
+    if kind is not None:  # an embedding model, reranker or reward model: no generation
+        return _evaluate_encoder(config, options, settings, sources, kind)
     task = load_task(config, options)
     own = sources.tuned if sources.tuned is not None else sources.model
     has_own = any((own / f).is_file() for f in _TOKENIZER_FILES)
@@ -114,6 +121,40 @@ def evaluate(config: RunConfig, options: EvalConfig, settings: Settings) -> dict
         first, second = rows[0]["metrics"], rows[1]["metrics"]
         result["difference"] = {k: second[k] - first[k] for k in second if k in first}
     result["generations"] = _side_by_side(task, answers)
+    target = _report_dir(options, sources)
+    result["files"] = [str(p) for p in write_report(result, target)] if target else []
+    return result
+
+
+def _evaluate_encoder(config: RunConfig, options: EvalConfig, settings: Settings,
+                      sources: Sources, kind: EncoderKind) -> dict[str, Any]:
+    """`evaluate` for an embedding model or reranker: the set is checked whole, then each
+    model (the base first with `compare_base`) is loaded and measured in turn."""
+    from tuneforge.eval.retrieval import load_encoder_task
+    from tuneforge.serve.encoders import EncoderEngine
+
+    if kind == "reward":
+        raise UnsupportedError("eval of a reward model", "not scored yet; expected an "
+                               "embedding model or a reranker")
+    if sources.is_adapter:
+        raise UnsupportedError("eval --adapter with a LoRA adapter on an encoder",
+                               "not loaded yet", hint="give the merged model as --adapter")
+    task = load_encoder_task(config, options, kind)
+    models = [("model", sources.model)] if sources.tuned is None else [
+        *([("base", sources.model)] if options.compare_base else []),
+        ("fine-tuned", sources.tuned)]
+    rows = [{"name": name, "metrics": task.measure(
+        EncoderEngine(str(path), settings, max_batch=options.batch_size))}
+        for name, path in models]
+    result: dict[str, Any] = {
+        "model": str(sources.model), "adapter": str(sources.tuned) if sources.tuned else None,
+        "dataset": list(config.data.dataset), "kind": task.kind, "samples": len(task),
+        "documents": task.documents(), "metrics": list(task.metrics), "rows": rows,
+        "generations": [],
+    }
+    if len(rows) == 2:
+        result["difference"] = {k: rows[1]["metrics"][k] - rows[0]["metrics"][k]
+                                for k in task.metrics}
     target = _report_dir(options, sources)
     result["files"] = [str(p) for p in write_report(result, target)] if target else []
     return result

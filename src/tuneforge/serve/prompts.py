@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tuneforge.data.records import Message
+from tuneforge.data.records import Message, ToolCall
 from tuneforge.data.templates import Renderer, render_prompt, select_template
-from tuneforge.serve.requests import ChatMessage
+from tuneforge.errors import NotFoundError
+from tuneforge.serve.requests import ChatMessage, GenerationRequest
 
 TEMPLATE_FILE = "tuneforge_template.json"  # written by train/stage.py next to the output
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch; the model's own renderer
 
 
 def training_renderer(directory: Path, tokenizer: Any) -> Renderer:
@@ -32,8 +34,10 @@ def training_renderer(directory: Path, tokenizer: Any) -> Renderer:
     return select_template(tokenizer, str(name))
 
 
-def chat_prompt(renderer: Renderer, messages: Sequence[ChatMessage]) -> str:
-    """The text before the assistant's answer to `messages`, as `renderer` renders it.
+def chat_prompt(renderer: Renderer, messages: Sequence[ChatMessage],
+                tools: str | None = None) -> str:
+    """The text before the assistant's answer to `messages`, as `renderer` renders it, with
+    `tools` (a JSON list of function schemas) where the template puts them.
 
     A leading system message becomes the conversation's system prompt.
     """
@@ -41,4 +45,25 @@ def chat_prompt(renderer: Renderer, messages: Sequence[ChatMessage]) -> str:
     turns = list(messages)
     if turns and turns[0].role == "system":
         system, turns = turns[0].content, turns[1:]
-    return render_prompt(renderer, [Message(m.role, m.content) for m in turns], system)
+    return render_prompt(renderer, [_message(m) for m in turns], system, tools)
+
+
+def _message(message: ChatMessage) -> Message:
+    calls = tuple(ToolCall(c.name, c.arguments, c.id) for c in message.tool_calls)
+    return Message(message.role, message.content, calls, name=message.name)
+
+
+def request_prompt(renderers: dict[str, Renderer], request: GenerationRequest) -> str:
+    """The prompt text the model sees: the raw prompt, or the chat rendered with the training
+    template of the request's adapter (`renderers[BASE]`: the model's).
+
+    Raises:
+        NotFoundError: the request names an adapter without a renderer (not loaded).
+    """
+    if request.prompt is not None:
+        return request.prompt
+    assert request.messages is not None
+    renderer = renderers.get(request.adapter or BASE)
+    if renderer is None:
+        raise NotFoundError("adapter", request.adapter or "")
+    return chat_prompt(renderer, request.messages, request.tools)

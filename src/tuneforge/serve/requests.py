@@ -10,6 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tuneforge.data.records import Role
 
 
+class ToolCallSpec(BaseModel):
+    """A function call an assistant turn made; `arguments` is JSON text (OpenAI's shape)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="The function's name.")
+    arguments: str = Field(default="{}", description="The arguments as JSON text.")
+    id: str | None = Field(default=None, description="The call's id, if the client gave one.")
+
+
 class ChatMessage(BaseModel):
     """One turn of a chat request."""
 
@@ -17,6 +27,9 @@ class ChatMessage(BaseModel):
 
     role: Role = Field(description="system, user, assistant or tool.")
     content: str = Field(description="The turn's text.")
+    tool_calls: tuple[ToolCallSpec, ...] = Field(
+        default=(), description="Function calls made by an assistant turn.")
+    name: str | None = Field(default=None, description="The tool's name, for a tool turn.")
 
 
 class GenerationRequest(BaseModel):
@@ -29,6 +42,10 @@ class GenerationRequest(BaseModel):
     messages: tuple[ChatMessage, ...] | None = Field(
         default=None, description="Chat turns, rendered with the training template of the "
         "adapter (or model) up to where the assistant's answer starts.")
+    tools: str | None = Field(
+        default=None, description="Function schemas (a JSON list) shown to a chat prompt the "
+        "way the template renders tools (the tokenizer's template natively, else in the "
+        "system text as LLaMA-Factory's formatters put them).")
     adapter: str | None = Field(
         default=None, description="The name of a loaded LoRA adapter; None: the base model.")
     max_tokens: int = Field(default=128, ge=1, description="Most new tokens to generate.")
@@ -41,6 +58,9 @@ class GenerationRequest(BaseModel):
     stop: tuple[str, ...] = Field(
         default=(), description="Strings that end the answer; they are not part of it.")
     seed: int | None = Field(default=None, description="Seed of this request's sampling.")
+    ignore_eos: bool = Field(
+        default=False, description="Go on past the end-of-sequence token, up to max_tokens "
+        "(vLLM's extension; for benchmarks).")
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerationRequest:

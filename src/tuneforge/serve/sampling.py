@@ -16,13 +16,27 @@ if TYPE_CHECKING:
     import torch
 
 
+def next_tokens(logits: torch.Tensor, requests: Sequence[GenerationRequest],
+                seen: Sequence[Sequence[int]],
+                generators: Sequence[torch.Generator | None]) -> list[int]:
+    """`next_token` for each row of a batch's last-position logits; the plain greedy rows
+    (temperature 0, no repetition penalty) take one batched argmax."""
+    import torch
+
+    plain = [r.temperature == 0.0 and r.repetition_penalty == 1.0 for r in requests]
+    greedy = torch.argmax(logits, dim=-1).tolist() if any(plain) else []
+    return [greedy[i] if plain[i] else next_token(logits[i], requests[i], seen[i], generators[i])
+            for i in range(len(requests))]
+
+
 def next_token(logits: torch.Tensor, request: GenerationRequest, seen: Sequence[int],
                generator: torch.Generator | None) -> int:
     """The token to append, from one row of last-position logits (greedy at temperature 0)."""
     import torch
 
-    logits = logits.float().clone()
+    logits = logits.float()
     if request.repetition_penalty != 1.0 and seen:
+        logits = logits.clone()  # written in place below; the caller's row stays as it was
         index = torch.tensor(sorted(set(seen)), dtype=torch.long)
         picked = logits[index]
         logits[index] = torch.where(picked > 0, picked / request.repetition_penalty,

@@ -1,0 +1,1 @@
+"""The REST face: `tuneforge serve`, a FastAPI app over the serving engines."""
