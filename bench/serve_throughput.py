@@ -1,8 +1,9 @@
 """Serving benchmark: `tuneforge serve` on the bundled SmolLM2-135M, driven from this (separate)
 process by 1, 4 and 16 concurrent streaming chat clients; prints one JSON object.
 
-Each client asks for 128 new tokens (`ignore_eos`, vLLM's extension, so every answer has
-exactly that many) at temperature 0 over /v1/chat/completions with `stream: true`.
+Each client keeps one open connection (as the OpenAI SDK does) and asks for 128 new tokens
+(`ignore_eos`, vLLM's extension, so every answer has exactly that many) at temperature 0 over
+/v1/chat/completions with `stream: true`.
 Reported per concurrency level: aggregate generated tokens/s (all tokens over the wall time
 of the level), time to first token and inter-token latency (p50 and p99 over every client
 and every gap between content chunks), and each client's own tokens/s (median).
@@ -51,14 +52,21 @@ def start_server(model: str, extra: list[str]) -> tuple[subprocess.Popen[str], s
     raise SystemExit("tuneforge serve did not start")
 
 
-def one_client(url: str, model: str, prompt: str, tokens: int) -> dict[str, Any]:
+def one_client(url: str, model: str, prompt: str, tokens: int,
+               client: httpx.Client | None = None) -> dict[str, Any]:
+    """One streaming request on `client`'s open connection (as the OpenAI SDK reuses its
+    connection pool), so the times are the server's, not a new TCP connection's."""
+    if client is None:
+        with httpx.Client(base_url=url, timeout=600) as own:
+            own.get("/health")
+            return one_client(url, model, prompt, tokens, own)
     body = {"model": model, "messages": [{"role": "user", "content": prompt}],
             "max_tokens": tokens, "temperature": 0, "stream": True, "ignore_eos": True,
             "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     stamps: list[float] = []
     completion = 0
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600) as answer:
+    with client.stream("POST", "/v1/chat/completions", json=body) as answer:
         answer.raise_for_status()
         for line in answer.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -81,14 +89,20 @@ def percentile(values: list[float], q: float) -> float:
 
 def level(url: str, model: str, clients: int, tokens: int) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
+    connections = [httpx.Client(base_url=url, timeout=600) for _ in range(clients)]
+    for connection in connections:
+        connection.get("/health")  # connected before the clock starts
     threads = [threading.Thread(target=lambda i=i: results.append(
-        one_client(url, model, PROMPTS[i % len(PROMPTS)], tokens))) for i in range(clients)]
+        one_client(url, model, PROMPTS[i % len(PROMPTS)], tokens, connections[i])))
+        for i in range(clients)]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
+    for connection in connections:
+        connection.close()
     ttfts = [r["ttft"] for r in results]
     gaps = [g for r in results for g in r["gaps"]]
     return {

@@ -191,3 +191,19 @@ def test_async_iteration_yields_the_same_text(engine: Engine) -> None:
         return "".join([d async for d in engine.submit(greedy(PROMPTS[3], max_tokens=10))])
 
     assert asyncio.run(read()) == engine.complete(greedy(PROMPTS[3], max_tokens=10)).text
+
+
+def test_float16_weights_stay_close_to_float32(tiny_llm_dir: Path) -> None:
+    import torch
+
+    ids = torch.tensor([[5, 9, 13, 21, 34]])
+    logits = {}
+    for weights in ("float32", "float16"):
+        with Engine(str(tiny_llm_dir), Settings(), weights=weights) as engine:  # type: ignore[arg-type]
+            assert engine.weights == weights
+            with torch.inference_mode():
+                logits[weights] = engine._model(ids).logits
+            first = engine.complete(greedy(PROMPTS[0], max_tokens=12))
+            assert engine.complete(greedy(PROMPTS[0], max_tokens=12)) == first
+    assert torch.allclose(logits["float16"], logits["float32"], atol=1e-2)
+    assert not torch.equal(logits["float16"], logits["float32"])  # the fp16 path really ran

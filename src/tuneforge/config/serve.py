@@ -41,6 +41,11 @@ class ServeConfig(Section):
     backend: Literal["auto", "transformers", "vllm"] = Field(
         default="auto", description="Inference backend of causal LMs: transformers (CPU or "
         "GPU), vllm (needs vLLM and a CUDA GPU), or auto: vllm where both are present.")
+    weights: Literal["float16", "float32"] = Field(
+        default="float16", description="How the transformers backend keeps a causal LM's "
+        "linear weights on the CPU: float16 (half the memory read per token, math still in "
+        "float32; about 1.5x faster) or float32 (exact, and a row's result independent of "
+        "the batch).")
     api_key: str | None = Field(
         default=None, description="When set, every /v1 request needs `Authorization: Bearer "
         "<api_key>` (as OpenAI clients send it).")

@@ -33,7 +33,7 @@ import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tuneforge.data.templates import Renderer
 from tuneforge.data.tokenizer import load_tokenizer
@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# float32: exact, batch-invariant; float16: weights stored half (FBGEMM), math in float32
+WeightFormat = Literal["float32", "float16"]
+
 
 
 @dataclass
@@ -79,7 +82,8 @@ class Engine:
     """A base model served with named adapters; thread-safe; `with Engine(...) as e:`."""
 
     def __init__(self, model: str, settings: Settings, *, max_batch: int = 8,
-                 max_queue: int = 64, max_adapters: int = 4) -> None:
+                 max_queue: int = 64, max_adapters: int = 4,
+                 weights: WeightFormat = "float32") -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -90,7 +94,7 @@ class Engine:
         self._model: Any = AutoModelForCausalLM.from_pretrained(
             str(self.model_dir), dtype=torch.float32)
         self._model.eval()
-        _pack_linears(self._model)
+        self.weights = _pack_linears(self._model, weights)
         eos = self._model.generation_config.eos_token_id
         self._eos = {self.tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])}
         self._eos.discard(None)
@@ -458,8 +462,16 @@ def _growing_layer() -> type:
     return GrowingLayer
 
 
-def _pack_linears(model: Any) -> None:
-    """Give each fp32 nn.Linear of `model` a forward over its weight repacked for oneDNN.
+def _pack_linears(model: Any, weights: WeightFormat) -> WeightFormat:
+    """Give each fp32 nn.Linear of `model` a forward over its weight repacked for oneDNN, or
+    with `weights="float16"` stored as float16 for FBGEMM's fp16 GEMM; return what was used.
+
+    float16: FBGEMM keeps the weights in half precision and multiplies in float32 (the
+    activations stay float32), so the memory read per token halves: 1.5-2x faster at batch 1,
+    1.3-1.5x at batch 16 here. Rounding the weights to 11 significant bits changes the logits
+    by about 1e-3; the greedy answers of SmolLM2-135M matched float32 on the prompts we tried,
+    but a row's result may differ in the last bits between batch sizes. Where FBGEMM is
+    missing (non-x86 builds) or a weight does not fit float16, the layer stays float32.
 
     This is what Inductor's freezing pass does for CPU (torch.compile with
     `torch._inductor.config.freezing`), done by hand because compiling takes minutes here and
@@ -470,16 +482,36 @@ def _pack_linears(model: Any) -> None:
     """
     import torch
 
-    if not torch.backends.mkldnn.is_available() or \
-            not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        return
+    if weights == "float16" and "fbgemm" not in torch.backends.quantized.supported_engines:
+        logger.warning("weights float16 needs FBGEMM (x86 builds of torch); using float32")
+        weights = "float32"
+    onednn = torch.backends.mkldnn.is_available() and \
+        hasattr(torch.ops.mkldnn, "_linear_pointwise")
     for module in model.modules():
-        if type(module) is torch.nn.Linear and module.weight.dtype == torch.float32 \
-                and module.weight.device.type == "cpu":
+        if type(module) is not torch.nn.Linear or module.weight.dtype != torch.float32 \
+                or module.weight.device.type != "cpu":
+            continue
+        weight = module.weight.detach()
+        if weights == "float16" and weight.abs().max() < torch.finfo(torch.float16).max:
+            module.forward = _fp16_forward(weight, module.bias)
+        elif onednn:
             # the batch-size hint picks the blocking: 16 is fast from 1 to 16 rows, and
             # unlike a hint of 1 it gives a row the same result at any batch size
-            packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), 16)
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight, 16)
             module.forward = _packed_forward(packed, module.bias)
+    return weights
+
+
+def _fp16_forward(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    import torch
+
+    packed = torch.ops.quantized.linear_prepack_fp16(
+        weight, None if bias is None else bias.detach())
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic_fp16(x, packed)
+
+    return forward
 
 
 def _packed_forward(packed: torch.Tensor, bias: torch.Tensor | None) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 from tuneforge.errors import ConfigError, NotFoundError, UnsupportedError
 from tuneforge.models.sources import resolve_model
 from tuneforge.serve.encoders import EncoderEngine, encoder_kind
-from tuneforge.serve.engine import Engine
+from tuneforge.serve.engine import Engine, WeightFormat
 from tuneforge.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,8 +58,9 @@ class ServedModels:
     """The process's engines, by name; thread-safe."""
 
     def __init__(self, settings: Settings, *, max_batch: int = 16, max_queue: int = 64,
-                 max_adapters: int = 8, backend: str = "auto") -> None:
-        self.settings, self.backend = settings, backend
+                 max_adapters: int = 8, backend: str = "auto",
+                 weights: WeightFormat = "float16") -> None:
+        self.settings, self.backend, self.weights = settings, backend, weights
         self.max_batch, self.max_queue, self.max_adapters = max_batch, max_queue, max_adapters
         self._served: dict[str, Served] = {}
         self._aliases: dict[str, str] = {}  # another name -> served name
@@ -281,7 +282,8 @@ class ServedModels:
                       max_adapters=self.max_adapters)
         if self.backend == "vllm" or (self.backend == "auto" and vllm_available()):
             return "generate", VLLMBackend(str(model_dir), self.settings, **limits)
-        return "generate", Engine(str(model_dir), self.settings, **limits).start()
+        return "generate", Engine(str(model_dir), self.settings, weights=self.weights,
+                                  **limits).start()
 
     def _claim(self, name: str) -> None:
         taken = name in self._served or name in self._aliases or any(

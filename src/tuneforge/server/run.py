@@ -22,7 +22,8 @@ def build_models(config: ServeConfig, settings: Settings) -> ServedModels:
         NotFoundError: a model or adapter does not exist.
     """
     models = ServedModels(settings, max_batch=config.max_batch, max_queue=config.max_queue,
-                          max_adapters=config.max_adapters, backend=config.backend)
+                          max_adapters=config.max_adapters, backend=config.backend,
+                          weights=config.weights)
     try:
         for spec in config.models:
             name, sep, source = spec.partition("=")
