@@ -440,3 +440,13 @@ def test_chat_command_answers_and_exits(tiny_llm_dir: Path, tmp_path: Path) -> N
         env=dict(os.environ, TUNEFORGE_HOME=str(tmp_path)))
     assert missing.returncode == 2 and missing.stderr.startswith("error: ")
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [["/does/not/exist"], ["--weights", "float8"],
+                                  ["--port", "70000"]])
+def test_serve_user_errors_are_one_line_exit_2(args: list[str], tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "tuneforge", "serve", *args],
+                            capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, TUNEFORGE_HOME=str(tmp_path)))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1

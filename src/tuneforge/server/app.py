@@ -101,7 +101,7 @@ def create_app(models: ServedModels, config: ServeConfig) -> FastAPI:
         return {"object": "list", "data": models.listing()}
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    async def chat_completions(body: ChatCompletionRequest) -> Any:
         target = await run_in_threadpool(models.resolve, body.model)
         messages = tuple(_chat_message(m) for m in body.messages)
         tools = json.dumps([t.model_dump() for t in body.tools]) if body.tools else None
@@ -115,7 +115,7 @@ def create_app(models: ServedModels, config: ServeConfig) -> FastAPI:
         return reply.chat(streams, texts)
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest, request: Request) -> Any:
+    async def completions(body: CompletionRequest) -> Any:
         target = await run_in_threadpool(models.resolve, body.model)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         requests = [_request(body, target, prompt=p,

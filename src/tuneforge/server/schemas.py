@@ -120,7 +120,7 @@ class ChatCompletionRequest(_Sampling):
     tool_choice: Any = None
 
     @model_validator(mode="after")
-    def _last_turn(self) -> ChatCompletionRequest:
+    def _max_completion_tokens(self) -> ChatCompletionRequest:
         if self.max_tokens is None and self.max_completion_tokens is not None:
             self.max_tokens = self.max_completion_tokens
         return self
