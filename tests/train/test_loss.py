@@ -93,3 +93,30 @@ def test_chunks_sum_to_the_whole(monkeypatch: pytest.MonkeyPatch,
     whole = trainer.compute_loss(trainer.model, batch)
     monkeypatch.setattr(trainer_module, "CHUNK", 2)  # several chunks on this small batch
     assert torch.allclose(trainer.compute_loss(trainer.model, batch), whole, atol=1e-6)
+
+
+def test_fused_chunked_loss_gradients_equal_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuneforge.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "CHUNK", 3)  # several chunks, the last one short
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=True)
+    hidden = torch.randn(10, 8, requires_grad=True)
+    targets = torch.randint(0, 11, (10,))
+    targets[[1, 7]] = -100  # ignored positions get no gradient
+    ours = trainer_module.chunked_cross_entropy(hidden, targets, head) * 3.0
+    ours.backward()
+    got = (hidden.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone())
+    hidden.grad, head.weight.grad, head.bias.grad = None, None, None
+    plain = torch.nn.functional.cross_entropy(head(hidden), targets, ignore_index=-100,
+                                              reduction="sum") * 3.0
+    plain.backward()
+    assert torch.allclose(ours, plain, atol=1e-5)
+    for mine, want in zip(got, (hidden.grad, head.weight.grad, head.bias.grad), strict=True):
+        assert torch.allclose(mine, want, atol=1e-5)
+    head.weight.requires_grad_(False)  # LoRA: a frozen head gets no gradient, nor is one made
+    head.bias.requires_grad_(False)
+    hidden.grad, before = None, head.weight.grad.clone()
+    trainer_module.chunked_cross_entropy(hidden, targets, head).backward()
+    assert torch.allclose(hidden.grad, got[0] / 3.0, atol=1e-5)
+    assert torch.equal(head.weight.grad, before)  # nothing accumulated into a frozen head

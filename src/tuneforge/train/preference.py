@@ -13,6 +13,7 @@ stage orpo and pref_loss=orpo are refused with UnsupportedError.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -68,18 +69,25 @@ def run_dpo(config: RunConfig, paths: RunPaths, settings: Settings, stop: StopRe
     if config.method.pref_loss == "orpo":
         raise UnsupportedError("method.pref_loss=orpo", _ORPO_REASON,
                                hint="use pref_loss sigmoid, hinge or ipo, or stage kto")
+    return _run_preference(config, paths, settings, stop, progress, DPOTrainer, DPOConfig,
+                           pair_rows, loss_type=[config.method.pref_loss])
+
+
+def _run_preference(config: RunConfig, paths: RunPaths, settings: Settings, stop: StopRequest,
+                    progress: Progress | None, trainer_cls: Any, args_cls: Any,
+                    rows: Callable[[Any], Any], **args_extra: Any) -> TrainResult:
+    """dpo and kto: the policy, TRL's arguments and trainer fed our tokenised `rows`."""
     inputs = prepare_stage(config, paths, settings)
     model, peft_config = _policy(config, inputs)
     has_eval = inputs.eval is not None
     args = training_arguments(config, paths.checkpoints, has_eval=has_eval, device=inputs.device,
-                              cls=DPOConfig, beta=config.method.pref_beta,
-                              loss_type=[config.method.pref_loss],
+                              cls=args_cls, beta=config.method.pref_beta,
                               max_length=config.data.max_length,
-                              trust_remote_code=config.model.trust_remote_code)
+                              trust_remote_code=config.model.trust_remote_code, **args_extra)
     callback, callbacks = run_callbacks(config, paths, stop, progress, has_eval=has_eval)
-    trainer = _pretokenized(DPOTrainer)(
-        model=model, args=args, train_dataset=pair_rows(inputs.train),
-        eval_dataset=pair_rows(inputs.eval) if inputs.eval is not None else None,
+    trainer = _pretokenized(trainer_cls)(
+        model=model, args=args, train_dataset=rows(inputs.train),
+        eval_dataset=rows(inputs.eval) if inputs.eval is not None else None,
         processing_class=inputs.tokenizer, callbacks=callbacks, peft_config=peft_config,
     )
     return train_and_save(trainer, callback, config, paths, inputs)
@@ -105,21 +113,9 @@ def run_kto(config: RunConfig, paths: RunPaths, settings: Settings, stop: StopRe
     if batch < 2:  # TRL's KL term pairs each prompt with a neighbour's response in its batch
         raise ConfigError.one(f"stage kto needs at least 2 samples per batch, got {batch}",
                               field="training.per_device_train_batch_size")
-    inputs = prepare_stage(config, paths, settings)
-    model, peft_config = _policy(config, inputs)
-    has_eval = inputs.eval is not None
-    args = training_arguments(config, paths.checkpoints, has_eval=has_eval, device=inputs.device,
-                              cls=KTOConfig, beta=config.method.pref_beta,
-                              max_length=config.data.max_length,
-                              trust_remote_code=config.model.trust_remote_code)
-    callback, callbacks = run_callbacks(config, paths, stop, progress, has_eval=has_eval)
     seed = config.training.seed
-    trainer = _pretokenized(KTOTrainer)(
-        model=model, args=args, train_dataset=kto_rows(inputs.train, batch, seed),
-        eval_dataset=kto_rows(inputs.eval, batch, seed) if inputs.eval is not None else None,
-        processing_class=inputs.tokenizer, callbacks=callbacks, peft_config=peft_config,
-    )
-    return train_and_save(trainer, callback, config, paths, inputs)
+    return _run_preference(config, paths, settings, stop, progress, KTOTrainer, KTOConfig,
+                           lambda data: kto_rows(data, batch, seed))
 
 
 _ORPO_REASON = ("TRL 1.x keeps ORPOTrainer in trl.experimental (unstable, may be removed "
