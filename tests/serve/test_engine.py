@@ -207,3 +207,19 @@ def test_float16_weights_stay_close_to_float32(tiny_llm_dir: Path) -> None:
             assert engine.complete(greedy(PROMPTS[0], max_tokens=12)) == first
     assert torch.allclose(logits["float16"], logits["float32"], atol=1e-2)
     assert not torch.equal(logits["float16"], logits["float32"])  # the fp16 path really ran
+
+
+def test_prompts_prefilled_together_answer_as_alone(tiny_llm_dir: Path,
+                                                    tiny_adapters: dict[str, Path]) -> None:
+    engine = Engine(str(tiny_llm_dir), Settings(), max_batch=8)
+    try:
+        engine.load_adapter("first", tiny_adapters["first"])
+        requests = [greedy(p, max_tokens=10, adapter="first" if i % 2 else None)
+                    for i, p in enumerate(PROMPTS)]
+        # submitted before the scheduler starts: they join in one left-padded prefill
+        streams = [engine.submit(r) for r in requests]
+        engine.start()
+        together = [s.collect().text for s in streams]
+        assert together == [engine.complete(r).text for r in requests]
+    finally:
+        engine.close()
