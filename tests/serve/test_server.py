@@ -450,3 +450,18 @@ def test_serve_user_errors_are_one_line_exit_2(args: list[str], tmp_path: Path) 
                             env=dict(os.environ, TUNEFORGE_HOME=str(tmp_path)))
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_streamed_chat_with_n_interleaves_and_finishes_each_answer(server: Server) -> None:
+    kwargs = dict(model="tiny", messages=PROMPT, max_tokens=6, temperature=1.0, seed=3, n=2)
+    whole = server.openai().chat.completions.create(**kwargs)
+    chunks = list(server.openai().chat.completions.create(stream=True, **kwargs))
+    texts = {0: "", 1: ""}
+    finished = set()
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finished.add(choice.index)
+    assert finished == {0, 1}
+    assert [texts[0], texts[1]] == [c.message.content for c in whole.choices]
