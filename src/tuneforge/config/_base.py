@@ -34,14 +34,19 @@ def validate_values(cls: type[S], values: Mapping[str, Any], source: str) -> S:
     try:
         return cls.model_validate(dict(values))
     except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
-            message = str(err["msg"]).removeprefix("Value error, ")
-            if message.startswith("Input should be "):
-                message = "expected " + message.removeprefix("Input should be ")
-                message += f", got {err['input']!r}"
-            if err["type"] == "missing":
-                message = "is required"
-            field = ".".join(str(p) for p in err["loc"]) or None
-            issues.append(Issue(message, file=source, field=field))
-        raise ConfigError(issues) from None
+        raise config_error(exc, source) from None
+
+
+def config_error(exc: ValidationError, source: str) -> ConfigError:
+    """pydantic's validation problems as one ConfigError, each naming its field."""
+    issues = []
+    for err in exc.errors():
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if message.startswith("Input should be "):
+            message = "expected " + message.removeprefix("Input should be ")
+            message += f", got {err['input']!r}"
+        if err["type"] == "missing":
+            message = "is required"
+        field = ".".join(str(p) for p in err["loc"]) or None
+        issues.append(Issue(message, file=source, field=field))
+    return ConfigError(issues)
