@@ -393,6 +393,8 @@ def test_api_key_is_required_when_set(small_server: Server) -> None:
     with pytest.raises(AuthenticationError):
         small_server.openai(api_key="wrong").models.list()
     assert small_server.openai(api_key="secret").models.list().data
+    odd = small_server.http.get("/v1/models", headers={"Authorization": b"Bearer s\xe9cret"})
+    assert odd.status_code == 401
     assert small_server.http.get("/health").status_code == 200  # no key for health checks
 
 

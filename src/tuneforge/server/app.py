@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import json
 import logging
 import struct
@@ -72,8 +73,9 @@ def create_app(models: ServedModels, config: ServeConfig) -> FastAPI:
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Any) -> Response:
-        if config.api_key and request.url.path.startswith("/v1/") and \
-                request.headers.get("authorization") != f"Bearer {config.api_key}":
+        if config.api_key and request.url.path.startswith("/v1/") and not hmac.compare_digest(
+                request.headers.get("authorization", "").encode("latin-1"),
+                f"Bearer {config.api_key}".encode()):
             response: Response = _error(401, "expected the header Authorization: Bearer "
                                         "<api key>", "authentication_error")
         else:
