@@ -467,3 +467,11 @@ def test_streamed_chat_with_n_interleaves_and_finishes_each_answer(server: Serve
                 finished.add(choice.index)
     assert finished == {0, 1}
     assert [texts[0], texts[1]] == [c.message.content for c in whole.choices]
+
+
+def test_a_broken_adapter_config_is_a_clear_422(server: Server, tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text("{not json")
+    answer = server.http.post("/v1/load_lora_adapter", json={
+        "lora_name": "broken", "lora_path": str(tmp_path)})
+    assert answer.status_code == 422, answer.text
+    assert "adapter_config.json" in answer.json()["error"]["message"]

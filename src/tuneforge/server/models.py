@@ -24,13 +24,13 @@ from typing import Any
 
 from tuneforge.errors import ConfigError, NotFoundError, UnsupportedError
 from tuneforge.models.sources import resolve_model
+from tuneforge.serve.adapters import ADAPTER_CONFIG, adapter_dir
 from tuneforge.serve.encoders import EncoderEngine, encoder_kind
 from tuneforge.serve.engine import Engine, WeightFormat
 from tuneforge.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass
@@ -240,7 +240,7 @@ class ServedModels:
                 raise UnsupportedError(f"model {base!r}", "LoRA adapters are served on causal "
                                        f"LMs; it is a {served.kind} model")
             return served
-        trained_on = _adapter_base(self._adapter_path(path))
+        trained_on = _adapter_base(adapter_dir(path, self.settings))
         for served in generators:
             if trained_on is not None and served.model_dir == trained_on:
                 return served
@@ -249,12 +249,6 @@ class ServedModels:
         raise NotFoundError("model", str(trained_on or ""), hint=(
             f"the base model of adapter {path!r}; serve it first, or name it as BASE:ADAPTER "
             f"(served: {self._names()})"))
-
-    def _adapter_path(self, path: str) -> Path:
-        directory = Path(path).expanduser()
-        if not directory.is_dir() and (self.settings.runs / path).is_dir():
-            directory = self.settings.runs / path
-        return directory / "output" if (directory / "output").is_dir() else directory
 
     def _model_dir(self, source: str) -> Path:
         path = Path(source).expanduser()
@@ -316,10 +310,18 @@ def _default_name(source: str, model_dir: Path) -> str:
 
 
 def _adapter_base(directory: Path) -> Path | None:
+    """The base model directory an adapter's adapter_config.json names, if it exists here.
+
+    Raises:
+        ConfigError: the file is not a JSON object.
+    """
     config = directory / ADAPTER_CONFIG
-    if not config.is_file():
-        return None
-    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    try:
+        named = json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError.one(f"expected a JSON object, got unreadable text ({error})",
+                              source=str(config)) from None
+    base = named.get("base_model_name_or_path") if isinstance(named, dict) else None
     if not base:
         return None
     path = Path(base).expanduser()
