@@ -34,6 +34,7 @@ class BaseAction(ABC):
         self.name = name or self.id
         self.event_handler = event_handler
         self.state: ActionState | None = None
+        self.input: dict[str, Any] | None = None  # the input of its latest run, for resume
         self.kwargs = kwargs
 
     @classmethod
@@ -64,7 +65,8 @@ class BaseAction(ABC):
     def dumps(self) -> bytes | None:
         """The action's identity and state as JSON bytes."""
         return json.dumps({"type": self.action_type(), "id": self.id, "name": self.name,
-                           "state": self.state.value if self.state else None}).encode()
+                           "state": self.state.value if self.state else None,
+                           "input": self.input}, default=str).encode()
 
     def loads(self, data: bytes) -> BaseAction:
         """Take identity and state from `dumps()` output; returns self."""
@@ -74,6 +76,7 @@ class BaseAction(ABC):
                              f"{saved.get('type')!r}")
         self.id, self.name = saved["id"], saved["name"]
         self.state = ActionState(saved["state"]) if saved.get("state") else None
+        self.input = saved.get("input")
         return self
 
 
@@ -200,7 +203,9 @@ class Pipeline(BaseAction):
 
     def _run(self, action: BaseAction, data: dict[str, Any], *, resume: bool = False,
              **kwargs: Any) -> dict[str, Any]:
-        unfinished = action.state in (ActionState.Stopped, ActionState.Error)
+        # Preceding or Running: the process died in the middle of it (loaded from disk)
+        unfinished = action.state not in (None, ActionState.Done)
+        action.input = data
         action.action_event(ActionState.Preceding, f"{action.name} starts", data)
         try:
             if resume and unfinished:

@@ -33,6 +33,13 @@ class FinetuneStatus(StrEnum):
     ModelPublishing = "ModelPublishing"
     ModelPublished = "ModelPublished"
     ModelPublishFailed = "ModelPublishFailed"
+    # beyond Qianfan: tuneforge's pipelines also evaluate and deploy
+    Evaluating = "Evaluating"
+    Evaluated = "Evaluated"
+    EvaluateFailed = "EvaluateFailed"
+    Deploying = "Deploying"
+    Deployed = "Deployed"
+    DeployFailed = "DeployFailed"
 
 
 class ServiceStatus(StrEnum):

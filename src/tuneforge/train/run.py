@@ -74,8 +74,12 @@ def _with_events(events: EventLog, progress: Progress | None) -> Progress:
     return report
 
 
-def train(config: RunConfig, settings: Settings, progress: Progress | None = None) -> RunOutcome:
-    """Train as `config` says; SIGTERM/SIGINT or the run's STOP file stop it gracefully."""
+def train(config: RunConfig, settings: Settings, progress: Progress | None = None, *,
+          record_events: bool = True) -> RunOutcome:
+    """Train as `config` says; SIGTERM/SIGINT or the run's STOP file stop it gracefully.
+
+    `record_events=False`: a pipeline owns events.jsonl and records what `progress` hears.
+    """
     recipe = RECIPES.get(config.method.stage)
     if recipe is None:
         raise UnsupportedError(f"stage {config.method.stage}",
@@ -94,7 +98,7 @@ def train(config: RunConfig, settings: Settings, progress: Progress | None = Non
     root_logger.addHandler(handler)
     previous_level = root_logger.level
     root_logger.setLevel(min(previous_level or logging.INFO, logging.INFO))
-    events = EventLog(paths.events, enabled=is_main_process())
+    events = EventLog(paths.events, enabled=record_events and is_main_process())
     try:
         if backend is not None:
             logger.info("%d processes, backend %s", launched_world_size(), backend)

@@ -1,18 +1,37 @@
-"""The SDK face, with Qianfan's `qianfan.trainer` names: so far its constants (`consts`),
-events (`event`), configuration classes (`configs`), BaseAction and Pipeline (`base`); the
-trainers and the fine-tuning actions come with the Trainer SDK issue."""
+"""The SDK face, with Qianfan's `qianfan.trainer` names: trainers (LLMFinetune, PostPreTrain,
+RewardModel, DPO), the actions they chain, Model and Service, configs, constants and events.
+Everything runs on this machine; ids are the local registry's."""
 
-from tuneforge.trainer.base import BaseAction, Pipeline
-from tuneforge.trainer.configs import (
+from tuneforge.pipeline.actions import (
+    DeployAction,
+    EvaluateAction,
+    LoadDataSetAction,
+    ModelPublishAction,
+    TrainAction,
+)
+from tuneforge.pipeline.base import BaseAction, Pipeline
+from tuneforge.pipeline.configs import (
     CorpusConfig,
     CorpusConfigItem,
     DatasetConfig,
     DeployConfig,
     TrainConfig,
 )
-from tuneforge.trainer.consts import ActionState, PeftType, ServiceType
-from tuneforge.trainer.event import Event, EventHandler, dispatch_event
+from tuneforge.pipeline.consts import (
+    ActionState,
+    DeployPoolType,
+    FinetuneStatus,
+    PeftType,
+    ServiceStatus,
+    ServiceType,
+)
+from tuneforge.pipeline.event import Event, EventHandler, dispatch_event
+from tuneforge.pipeline.services import Model, Service
+from tuneforge.pipeline.trainers import DPO, LLMFinetune, PostPreTrain, RewardModel, Trainer
 
-__all__ = ["ActionState", "BaseAction", "CorpusConfig", "CorpusConfigItem", "DatasetConfig",
-           "DeployConfig", "Event", "EventHandler", "PeftType", "Pipeline", "ServiceType",
-           "TrainConfig", "dispatch_event"]
+__all__ = ["DPO", "ActionState", "BaseAction", "CorpusConfig", "CorpusConfigItem",
+           "DatasetConfig", "DeployAction", "DeployConfig", "DeployPoolType",
+           "EvaluateAction", "Event", "EventHandler", "FinetuneStatus", "LLMFinetune",
+           "LoadDataSetAction", "Model", "ModelPublishAction", "PeftType", "Pipeline",
+           "PostPreTrain", "RewardModel", "Service", "ServiceStatus", "ServiceType", "TrainAction",
+           "TrainConfig", "Trainer", "dispatch_event"]

@@ -1,0 +1,181 @@
+"""The registry's tables and its engine: SQLite under TUNEFORGE_HOME, or any SQLAlchemy URL.
+
+Several processes (workers, the server, the CLI) write to one SQLite file at once, so every
+SQLite connection runs in WAL mode with a 30 s busy timeout, and each write transaction takes
+the write lock at BEGIN (BEGIN IMMEDIATE): a read-then-write such as "next version number"
+can never interleave with another writer's.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Double,
+    Engine,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tuneforge.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 30
+READ_ONLY = "tuneforge_read_only"  # execution option: this connection's transactions only read
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the registry tables."""
+
+
+class DatasetRow(Base):
+    """A dataset file known by path and name; `id` is "ds-" plus 10 hex characters."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("path", "name"), Index("ix_datasets_name", "name"))
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    path: Mapped[str] = mapped_column(Text)
+    format: Mapped[str | None] = mapped_column(String)
+    records: Mapped[int | None]
+    created: Mapped[float] = mapped_column(Double)
+
+
+class RunRow(Base):
+    """A training run; its files live in `run_dir`, this row only indexes them."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_created", "created"), Index("ix_runs_status", "status"))
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String)
+    stage: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    run_dir: Mapped[str] = mapped_column(Text)
+    base_model: Mapped[str | None] = mapped_column(Text)
+    # no foreign key: a parent may be registered after its child, or live in another registry
+    parent_run_id: Mapped[str | None] = mapped_column(String)
+    dataset_ids: Mapped[list[str]] = mapped_column(JSON)
+    created: Mapped[float] = mapped_column(Double)
+    updated: Mapped[float] = mapped_column(Double)
+
+
+class ModelRow(Base):
+    """A published model name; integer ids, as Qianfan's SDK uses."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    created: Mapped[float] = mapped_column(Double)
+
+
+class ModelVersionRow(Base):
+    """Version N of a model: what was published, from which run, with its lineage frozen."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    version: Mapped[int]
+    run_id: Mapped[str | None] = mapped_column(String)
+    base_model: Mapped[str] = mapped_column(Text)
+    adapter_path: Mapped[str | None] = mapped_column(Text)
+    model_path: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    lineage: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(Text)
+    created: Mapped[float] = mapped_column(Double)
+
+
+class ServiceRow(Base):
+    """A serving process (or group of them) and where it listens."""
+
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    service_type: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    endpoints: Mapped[list[str]] = mapped_column(JSON)
+    pids: Mapped[list[int]] = mapped_column(JSON)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[float] = mapped_column(Double)
+    updated: Mapped[float] = mapped_column(Double)
+
+
+def create_registry_engine(url: str) -> Engine:
+    """An engine for `url` with the registry's tables created.
+
+    Raises:
+        ConfigError: `url` is not a SQLAlchemy URL, or names a dialect or driver that is not
+            installed; the error names the field `db_url`.
+    """
+    try:
+        parsed = make_url(url)
+        engine = _sqlite_engine(parsed) if parsed.get_backend_name() == "sqlite" else (
+            create_engine(parsed)
+        )
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError.one(
+            "expected a SQLAlchemy URL such as sqlite:////path/registry.db or "
+            f"postgresql+psycopg://user@host/db, got {_shown(url)!r} ({exc})",
+            field="db_url", source="settings",
+        ) from None
+    # migrations are not needed yet: create_all only adds missing tables
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    """SQLite that several processes may write at once without corrupting it or each other.
+
+    SQLAlchemy's pysqlite recipe: the driver emits no BEGIN of its own (isolation_level None)
+    and a "begin" listener emits BEGIN IMMEDIATE, taking the write lock before the first read
+    of a write transaction. Connections with the READ_ONLY option begin a plain deferred
+    transaction, so readers never wait for writers (WAL).
+    """
+    database = url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _shown(url: str) -> str:
+    """`url` with any password masked, for error messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
