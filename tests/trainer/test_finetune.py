@@ -283,3 +283,18 @@ def test_errors_name_what_is_wrong(tiny_llm_dir: Path, tmp_path: Path) -> None:
         LLMFinetune(train_type=str(tiny_llm_dir), dataset=str(IDENTITY),
                     train_config=TrainConfig(extras={"lora_rank": "big"})).run()
     assert "lora_rank" in str(extras.value)
+
+
+@pytest.mark.serial
+def test_launcher_torchrun_reports_the_ranks_progress_as_events(tiny_llm_dir: Path) -> None:
+    handler = Collect()
+    trainer = LLMFinetune(train_type=str(tiny_llm_dir), dataset=str(IDENTITY),
+                          train_config=tiny_config(launcher="torchrun", nproc_per_node=2),
+                          evaluate=False, event_handler=handler)
+    trainer.run()
+    assert trainer.status == "ModelPublished"
+    steps = [e.data["step"] for e in handler.events if e.action_id == "train"
+             and e.action_state is ActionState.Running and e.data.get("loss") is not None]
+    assert steps == [1, 2, 3, 4]
+    recorded = [json.loads(line) for line in trainer.paths.events.read_text().splitlines()]
+    assert len(recorded) == len(handler.events)  # the ranks wrote no events of their own

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 from tuneforge.config.eval import build_eval_config
-from tuneforge.config.load import load_run_config
+from tuneforge.config.load import dump_run_config, load_run_config
 from tuneforge.config.run import RunConfig
 from tuneforge.data.dataset_info import resolve_dataset
 from tuneforge.data.load import load_data
 from tuneforge.errors import ConfigError, NotFoundError, StateError
 from tuneforge.eval.run import evaluate
 from tuneforge.models.sources import resolve_model
-from tuneforge.paths import RunPaths
+from tuneforge.paths import RunPaths, atomic_write
 from tuneforge.pipeline.base import BaseAction
 from tuneforge.pipeline.configs import (
     CorpusConfig,
@@ -35,7 +36,8 @@ from tuneforge.pipeline.consts import ActionState
 from tuneforge.pipeline.dataset import Dataset
 from tuneforge.registry import Registry
 from tuneforge.settings import Settings
-from tuneforge.train.run import new_run_id, train
+from tuneforge.train.launch import launch, needs_launch
+from tuneforge.train.run import RunOutcome, new_run_id, train
 
 logger = logging.getLogger(__name__)
 ADAPTER_CONFIG = "adapter_config.json"
@@ -155,7 +157,8 @@ class TrainAction(_RunAction):
     output_dir, base_model, adapter (True for a PEFT adapter), global_step, metrics.
 
     `stop()` (any thread) or Ctrl-C: a checkpoint at the next step, then state Stopped;
-    `resume()` continues from the newest complete checkpoint.
+    `resume()` continues from the newest complete checkpoint. With `launcher: torchrun` (in
+    `extras`) the training runs as torchrun's processes and their log becomes the events.
     """
 
     def __init__(self, train_type: str | None = None, train_config: TrainConfig | None = None,
@@ -199,7 +202,8 @@ class TrainAction(_RunAction):
             base_model=base, name=input.get("trainer_name"),
             parent_run_id=input.get("parent_run_id"),
             dataset_ids=[d["id"] for d in input.get("datasets", []) if d.get("id")])
-        outcome = train(config, self.settings, self._progress, record_events=False)
+        outcome = self._launched(config) if needs_launch(config) else train(
+            config, self.settings, self._progress, record_events=False)
         result = outcome.result
         output_dir = result.output_dir
         self.registry.set_run_status(run_id, result.status)
@@ -214,6 +218,47 @@ class TrainAction(_RunAction):
             "run_dir": str(self.paths.root), "stage": self.stage, "base_model": base,
             "output_dir": str(output_dir), "adapter": (output_dir / ADAPTER_CONFIG).is_file(),
             "global_step": result.global_step, "metrics": result.metrics})
+
+    def _launched(self, config: RunConfig) -> RunOutcome:
+        """launcher torchrun: the training runs as torchrun's processes while this thread
+        follows their trainer_log.jsonl and reports each record as a Running event."""
+        paths = self.paths
+        paths.root.mkdir(parents=True, exist_ok=True)
+        config_file = paths.root / "launch.yaml"
+        atomic_write(config_file, dump_run_config(config))
+        done: dict[str, Any] = {}
+        worker = threading.Thread(target=lambda: done.update(
+            result=launch(config, [str(config_file), "--no-events"], self.settings)), daemon=True)
+        seen = paths.trainer_log.stat().st_size if paths.trainer_log.is_file() else 0
+        worker.start()
+        while True:
+            try:
+                finished = not worker.is_alive()
+                seen = self._follow(paths.trainer_log, seen)
+                if finished:
+                    break
+                worker.join(0.5)
+            except KeyboardInterrupt:  # Ctrl-C: the processes checkpoint and stop
+                paths.stop_flag.touch()
+        code, outcome = done.get("result", (1, None))
+        if outcome is None:
+            state = json.loads(paths.state.read_text()) if paths.state.is_file() else {}
+            raise StateError(f"{self.id}: the training processes ended with exit status "
+                             f"{code}: {state.get('error', 'see ' + str(paths.train_log))}")
+        return outcome
+
+    def _follow(self, log: Path, seen: int) -> int:
+        """Report the complete records appended to `log` after byte `seen`; the new end."""
+        if not log.is_file():
+            return seen
+        with log.open("rb") as fh:
+            fh.seek(seen)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].splitlines():
+            if line.strip():
+                self._progress(json.loads(line))
+        return seen + end
 
     def resume(self, **kwargs: Any) -> dict[str, Any]:
         """Train on from the newest complete checkpoint in the run directory."""

@@ -1,4 +1,4 @@
-"""`python -m tuneforge.train [CONFIG] [--key value ...]`: train in this process.
+"""`python -m tuneforge.train [CONFIG] [--key value ...] [--no-events]`: train in this process.
 
 torchrun and `accelerate launch` start it once per device (`tuneforge train --launcher torchrun`
 does that for you). It takes the arguments of `tuneforge train` and never launches other
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] in (["--help"], ["-h"]):
         sys.stdout.write(__doc__ or "")
         return 0
+    record_events = "--no-events" not in args  # a pipeline that launched it records them
+    args = [a for a in args if a != "--no-events"]
     config_file = args.pop(0) if args and not args[0].startswith("--") else None
     handler = logging.StreamHandler()
     handler.setLevel(logging.INFO if rank() == 0 else logging.WARNING)
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         outcome = train(load_run_config(config_file, overrides=args), Settings(),
-                        progress=_log_progress)
+                        progress=_log_progress, record_events=record_events)
     except UserError as exc:
         logger.error("%s", str(exc).replace("\n", "; "))
         return 2

@@ -19,6 +19,7 @@ from tuneforge.config.run import RunConfig
 from tuneforge.data.load import load_data
 from tuneforge.data.tokenize import TokenizedData, TokenizeOptions, tokenize_examples
 from tuneforge.data.tokenizer import load_tokenizer
+from tuneforge.errors import DataError
 from tuneforge.paths import RunPaths, atomic_write, commit_dir
 from tuneforge.settings import Settings
 from tuneforge.train.callback import Progress, RunCallback
@@ -84,6 +85,13 @@ def prepare_stage(config: RunConfig, paths: RunPaths, settings: Settings,
         train_data = tokenize_examples(bundle.train, tokenizer, options, **tokenize)
         eval_data = tokenize_examples(bundle.eval, tokenizer, options, **tokenize) \
             if bundle.eval else None
+    if len(train_data) == 0:  # else the Trainer's sampler fails with num_samples=0
+        hint = (f"plain text is packed into blocks of cutoff_len ({config.data.max_length}) "
+                "tokens: expected more text or a smaller cutoff_len (max_seq_len)"
+                if config.method.stage == "pt" else
+                f"every sample was dropped: {dict(train_data.report.reasons)}")
+        raise DataError.one(f"no training samples left after tokenising; {hint}",
+                            file=", ".join(config.data.dataset))
     logger.info("data: %d training rows, %d eval rows; %s", len(train_data),
                 len(eval_data or []), train_data.report.reasons)
     return StageInputs(device, model_dir, tokenizer, train_data, eval_data)
