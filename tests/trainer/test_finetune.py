@@ -24,6 +24,7 @@ from tuneforge.registry import Registry
 from tuneforge.settings import Settings
 from tuneforge.train.checkpoint import COMPLETE
 from tuneforge.trainer import (
+    DPO,
     ActionState,
     DatasetConfig,
     Event,
@@ -31,6 +32,7 @@ from tuneforge.trainer import (
     LLMFinetune,
     Model,
     PostPreTrain,
+    RewardModel,
     TrainConfig,
 )
 
@@ -298,3 +300,50 @@ def test_launcher_torchrun_reports_the_ranks_progress_as_events(tiny_llm_dir: Pa
     assert steps == [1, 2, 3, 4]
     recorded = [json.loads(line) for line in trainer.paths.events.read_text().splitlines()]
     assert len(recorded) == len(handler.events)  # the ranks wrote no events of their own
+
+
+PAIRS = [{"instruction": f"Question {i}?", "input": "", "chosen": f"A kind answer {i}.",
+          "rejected": "No."} for i in range(8)]
+
+
+@pytest.mark.parametrize(("trainer_class", "stage"), [(DPO, "dpo"), (RewardModel, "rm")])
+def test_preference_trainers_publish_their_stage(trainer_class: type, stage: str,
+                                                 tiny_llm_dir: Path, write) -> None:
+    trainer = trainer_class(train_type=str(tiny_llm_dir),
+                            dataset=str(write("pairs.json", PAIRS)),
+                            train_config=tiny_config(max_steps=2))
+    trainer.run()
+    assert list(trainer.actions) == ["load_dataset", "train", "publish"]
+    assert trainer.output["stage"] == stage and trainer.status == "ModelPublished"
+    version = Model(version_id=trainer.output["model_version_id"]).record
+    assert version.lineage[0]["stage"] == stage
+
+
+@pytest.mark.serial
+def test_ctrl_c_stops_the_training_and_resume_finishes(tiny_llm_dir: Path, home: Path,
+                                                        tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(f"""
+        from tuneforge.trainer import LLMFinetune, TrainConfig
+        trainer = LLMFinetune(train_type={str(tiny_llm_dir)!r}, dataset={str(IDENTITY)!r},
+            train_config=TrainConfig(epoch=1, batch_size=2, max_seq_len=96, extras={{
+                "max_steps": 400, "logging_steps": 1, "save_steps": 50, "seed": 3}}),
+            evaluate=False, run_id="interrupted")
+        trainer.run()
+        print("status", trainer.status, flush=True)
+    """))
+    process = subprocess.Popen([sys.executable, str(script)], env=os.environ | {
+        "TUNEFORGE_HOME": str(home)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = home / "runs" / "interrupted" / "trainer_log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not (
+            log.is_file() and log.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode()[-2000:]
+    assert "status TrainStopped" in out.decode()
+    trainer = LLMFinetune.load("interrupted")
+    assert trainer.status == "TrainStopped"
+    stopped_at = json.loads(trainer.paths.state.read_text())["global_step"]
+    assert (trainer.paths.checkpoints / f"checkpoint-{stopped_at}" / COMPLETE).is_file()
