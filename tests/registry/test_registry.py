@@ -4,19 +4,12 @@ round trips, newest-first listings, lineage, not-found hints, and concurrent pub
 from __future__ import annotations
 
 import multiprocessing
-import os
-import pwd
-import shutil
-import socket
 import sqlite3
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
 
 from tuneforge.errors import ConfigError, NotFoundError
 from tuneforge.registry import (
@@ -26,75 +19,10 @@ from tuneforge.registry import (
     RunRecord,
     ServiceRecord,
 )
-from tuneforge.registry.db import Base
 from tuneforge.settings import Settings
 
 WORKERS = 6
 VERSIONS_EACH = 5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on 127.0.0.1 for this module; skipped without its
-    binaries. As root, initdb refuses to run, so the cluster runs as the `postgres` user."""
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        pytest.skip("PostgreSQL's initdb and pg_ctl are not on PATH")
-    pytest.importorskip("psycopg", reason="psycopg (the PostgreSQL driver) is not installed")
-    as_user: list[str] = []
-    owner = None
-    if os.geteuid() == 0:
-        runuser = shutil.which("runuser")
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root (initdb refuses) and there is no 'postgres' user")
-        if runuser is None:
-            pytest.skip("running as root (initdb refuses) and runuser is not on PATH")
-        as_user = [runuser, "-u", "postgres", "--"]
-    root = Path(tempfile.mkdtemp(prefix="tuneforge-pg-"))  # not tmp_path: root-only (0700)
-    if owner is not None:
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-    data, port = root / "data", free_port()
-    try:
-        init = subprocess.run(
-            [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync",
-             "-E", "UTF8"], capture_output=True, text=True, timeout=60)
-        if init.returncode != 0:
-            pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
-        start = subprocess.run(
-            [*as_user, pg_ctl, "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "30",
-             "-o", f"-k {root} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-            capture_output=True, text=True, timeout=45)
-        if start.returncode != 0:
-            log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
-            pytest.skip(f"PostgreSQL did not start within 30 s: {log.strip()[-300:]}")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"],
-                           capture_output=True, timeout=30)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A registry URL nobody has opened yet: a SQLite file in a missing folder, or the
-    module's PostgreSQL, emptied again after the test."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'missing' / 'registry.db'}"
-        return
-    server = request.getfixturevalue("postgres_server")
-    yield server
-    engine = create_engine(server)
-    Base.metadata.drop_all(engine)
-    engine.dispose()
 
 
 @pytest.fixture
@@ -270,9 +198,7 @@ def _publish_five(url: str, worker: int, barrier: multiprocessing.synchronize.Ba
 
 def test_concurrent_publishers_get_distinct_versions(url: str) -> None:
     # spawned interpreters: each opens its own engine, as separate CLI/worker processes do.
-    # On SQLite the file does not exist yet, so the workers also race to create it.
-    if url.startswith("postgresql"):
-        Registry(url).close()  # create_all is not safe to race on PostgreSQL
+    # The database is empty, so the workers also race to migrate it (test_migrate.py).
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(WORKERS)
     workers = [context.Process(target=_publish_five, args=(url, n, barrier))

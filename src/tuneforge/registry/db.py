@@ -1,5 +1,9 @@
 """The registry's tables and its engine: SQLite under TUNEFORGE_HOME, or any SQLAlchemy URL.
 
+The classes below are the reference schema; migrations/versions/ builds it step by step, and
+opening a database upgrades it to the newest step (tests/registry/test_migrate.py checks that
+the two agree). A schema change therefore edits a class here and adds a version file there.
+
 Several processes (workers, the server, the CLI) write to one SQLite file at once, so every
 SQLite connection runs in WAL mode with a 30 s busy timeout, and each write transaction takes
 the write lock at BEGIN (BEGIN IMMEDIATE): a read-then-write such as "next version number"
@@ -10,10 +14,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
+    Connection,
     Double,
     Engine,
     ForeignKey,
@@ -23,6 +28,8 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -30,10 +37,18 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tuneforge.errors import ConfigError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30
 READ_ONLY = "tuneforge_read_only"  # execution option: this connection's transactions only read
+MIGRATIONS = Path(__file__).with_name("migrations")
+# our own name, so a PostgreSQL database shared with another Alembic project keeps both apart
+VERSION_TABLE = "tuneforge_registry_version"
+# the key of the PostgreSQL advisory lock held while migrating: "tuneforg" in ASCII
+MIGRATION_LOCK_KEY = 0x74756E65666F7267
 
 
 class Base(DeclarativeBase):
@@ -121,7 +136,7 @@ class ServiceRow(Base):
 
 
 def create_registry_engine(url: str) -> Engine:
-    """An engine for `url` with the registry's tables created.
+    """An engine for `url`, its database upgraded to the newest migration (upgrade_to_head).
 
     Raises:
         ConfigError: `url` is not a SQLAlchemy URL, or names a dialect or driver that is not
@@ -138,9 +153,57 @@ def create_registry_engine(url: str) -> Engine:
             f"postgresql+psycopg://user@host/db, got {_shown(url)!r} ({exc})",
             field="db_url", source="settings",
         ) from None
-    # migrations are not needed yet: create_all only adds missing tables
-    Base.metadata.create_all(engine)
+    try:
+        upgrade_to_head(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's config for the registry, built in code (there is no alembic.ini).
+
+    migrations/env.py runs on `connection`. To write the next migration, point it at a
+    database upgraded to head and call `alembic.command.revision(alembic_config(connection),
+    message, autogenerate=True)`, then read and trim the file it writes to versions/.
+    """
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade_to_head(engine: Engine) -> None:
+    """Apply every migration the database lacks, in one transaction that first takes a lock.
+
+    Several processes may open an empty database at once; the lock makes the first one
+    migrate while the others wait, then find the version table at head and do nothing.
+    SQLite: the transaction begins with BEGIN IMMEDIATE (see _sqlite_engine), which holds the
+    database's write lock until commit. PostgreSQL: pg_advisory_xact_lock, released at
+    commit; its DDL is transactional, so a failed migration leaves nothing behind. Other
+    dialects migrate without a lock. A database made by create_all before migrations existed
+    (tables, no version table) is stamped as the first migration, whose schema it has.
+    """
+    # imported here, not at the top: alembic brings mako and pygments (~0.2 s) to every
+    # `import tuneforge.registry`, also in commands that never open one
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": MIGRATION_LOCK_KEY})
+        current = MigrationContext.configure(
+            connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+        config = alembic_config(connection)
+        if current is None and inspect(connection).has_table(RunRow.__tablename__):
+            logger.info("registry at %s predates migrations: stamping it 0001",
+                        engine.url.render_as_string(hide_password=True))
+            command.stamp(config, "0001")
+        command.upgrade(config, "head")
 
 
 def _sqlite_engine(url: URL) -> Engine:
