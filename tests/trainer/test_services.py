@@ -19,7 +19,7 @@ from tuneforge.trainer import (
     ServiceType,
     TrainConfig,
 )
-from tuneforge.trainer.model import ChatCompletion
+from tuneforge.trainer.model import ChatCompletion, Completion
 
 IDENTITY = demo_dataset_dir() / "forge_identity.json"
 
@@ -62,6 +62,9 @@ def test_publish_deploy_exec_over_a_real_server(in_home: dict) -> None:
         assert isinstance(service.get_res(), ChatCompletion)
         res = service.get_res().do(messages=messages, max_tokens=2)
         assert res["body"]["usage"]["completion_tokens"] <= 2
+        completion = Completion(service.endpoints[1], "identity-svc").do(
+            prompt="Hello", max_tokens=2)
+        assert isinstance(completion["result"], str)
         # deploying the same version again reuses the running service
         again = Model(version_id=model.version_id).deploy(DeployConfig(name="identity-svc"))
         assert again.id == service.id

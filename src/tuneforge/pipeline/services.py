@@ -198,7 +198,8 @@ class Service:
                  settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.id, self.endpoint = id, endpoint
-        self.model = Model(name=model, settings=self.settings) if isinstance(model, str) \
+        # a model named by its registry name (or id): its newest version
+        self.model = Model(id=model, settings=self.settings) if isinstance(model, str) \
             else model
         self.deploy_config = deploy_config
         self.service_type = ServiceType(service_type or (
@@ -222,11 +223,12 @@ class Service:
     @classmethod
     def list(cls, *, status: ServiceStatus | None = None,
              settings: Settings | None = None) -> list[Service]:
-        """Every recorded service, newest first (Deployed ones checked to be alive)."""
+        """The recorded services (with `status`: in that status), newest first; a Deployed
+        service whose processes are gone is marked DeployStopped on the way."""
         settings = settings or Settings()
-        records = Registry.open(settings).list_services(
-            status=ServiceStatus(status).value if status else None)
-        return [cls(id=r.id, settings=settings) for r in records]
+        services = [cls(id=r.id, settings=settings)
+                    for r in Registry.open(settings).list_services()]
+        return [s for s in services if status is None or s.status is ServiceStatus(status)]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -307,11 +309,9 @@ class Service:
         """Chat ({"messages": [...]}), completion ({"prompt": ...}) or embedding
         ({"texts": [...]}, or "input") over HTTP; kwargs are OpenAI request fields."""
         body = _check_input(input, self.service_type)
-        if self.service_type is ServiceType.Chat:
-            return self.get_res().do(**body, **kwargs)
-        if self.service_type is ServiceType.Completion:
-            return self.get_res().do(**body, **kwargs)
-        return self.get_res().do(texts=body.get("texts") or body.get("input"), **kwargs)
+        if self.service_type is ServiceType.Embedding:
+            return self.get_res().do(texts=body.get("texts") or body.get("input"), **kwargs)
+        return self.get_res().do(**body, **kwargs)
 
     def get_res(self) -> ChatCompletion | Completion | Embedding:
         """A client of the service's kind: ChatCompletion, Completion or Embedding, each
