@@ -45,6 +45,25 @@ def tiny_config(**extras: Any) -> TrainConfig:
                                                  "save_steps": 2, "seed": 3} | extras)
 
 
+def start_training(model: Path, home: Path, tmp_path: Path, run_id: str, *,
+                   save_steps: int) -> subprocess.Popen[bytes]:
+    """A separate Python process running a long LLMFinetune (run id `run_id`) that prints
+    the trainer's status when run() returns."""
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(f"""
+        from tuneforge.trainer import LLMFinetune, TrainConfig
+        trainer = LLMFinetune(train_type={str(model)!r}, dataset={str(IDENTITY)!r},
+            train_config=TrainConfig(epoch=1, batch_size=2, learning_rate=5e-3,
+                max_seq_len=96, extras={{"max_steps": 400, "logging_steps": 1,
+                                         "save_steps": {save_steps}, "seed": 3}}),
+            evaluate=False, run_id={run_id!r})
+        trainer.run()
+        print("status", trainer.status, flush=True)
+    """))
+    return subprocess.Popen([sys.executable, str(script)], env=os.environ | {
+        "TUNEFORGE_HOME": str(home)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 class Collect(EventHandler):
     def __init__(self) -> None:
         self.events: list[Event] = []
@@ -91,6 +110,7 @@ def test_llm_finetune_runs_the_pipeline_with_events_in_order(tiny_llm_dir: Path)
     assert result["samples"] > 0 and "loss" in result["rows"][0]["metrics"]
     version = Registry.open(Settings()).get_version(output["model_version_id"])
     assert version.adapter_path == output["output_dir"]
+    assert version.metrics["evaluate"] == result["rows"][-1]["metrics"]
     assert version.lineage[0]["run_id"] == trainer.run_id
     assert version.lineage[0]["datasets"][0]["path"] == str(IDENTITY.resolve())
 
@@ -167,19 +187,7 @@ def test_stop_from_another_thread_then_resume_matches_an_uninterrupted_run(
 @pytest.mark.serial
 def test_a_killed_process_is_resumed_by_run_id(tiny_llm_dir: Path, home: Path,
                                                tmp_path: Path) -> None:
-    script = tmp_path / "train.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys
-        from tuneforge.trainer import LLMFinetune, TrainConfig
-        trainer = LLMFinetune(train_type={str(tiny_llm_dir)!r}, dataset={str(IDENTITY)!r},
-            train_config=TrainConfig(epoch=1, batch_size=2, learning_rate=5e-3,
-                max_seq_len=96, extras={{"max_steps": 400, "logging_steps": 1,
-                                         "save_steps": 2, "seed": 3}}),
-            evaluate=False, run_id="killed-run")
-        trainer.run()
-    """))
-    process = subprocess.Popen([sys.executable, str(script)], env=os.environ | {
-        "TUNEFORGE_HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = start_training(tiny_llm_dir, home, tmp_path, "killed-run", save_steps=2)
     checkpoints = home / "runs" / "killed-run" / "checkpoints"
     deadline = time.monotonic() + 120
     try:
@@ -281,9 +289,9 @@ def test_errors_name_what_is_wrong(tiny_llm_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="gone.json"):
         missing.run()
     assert missing.status == "DatasetLoadFailed"
-    with pytest.raises(ConfigError) as extras:
+    with pytest.raises(ConfigError) as extras:  # when the trainer is built
         LLMFinetune(train_type=str(tiny_llm_dir), dataset=str(IDENTITY),
-                    train_config=TrainConfig(extras={"lora_rank": "big"})).run()
+                    train_config=TrainConfig(extras={"lora_rank": "big"}))
     assert "lora_rank" in str(extras.value)
 
 
@@ -322,18 +330,7 @@ def test_preference_trainers_publish_their_stage(trainer_class: type, stage: str
 @pytest.mark.serial
 def test_ctrl_c_stops_the_training_and_resume_finishes(tiny_llm_dir: Path, home: Path,
                                                         tmp_path: Path) -> None:
-    script = tmp_path / "train.py"
-    script.write_text(textwrap.dedent(f"""
-        from tuneforge.trainer import LLMFinetune, TrainConfig
-        trainer = LLMFinetune(train_type={str(tiny_llm_dir)!r}, dataset={str(IDENTITY)!r},
-            train_config=TrainConfig(epoch=1, batch_size=2, max_seq_len=96, extras={{
-                "max_steps": 400, "logging_steps": 1, "save_steps": 50, "seed": 3}}),
-            evaluate=False, run_id="interrupted")
-        trainer.run()
-        print("status", trainer.status, flush=True)
-    """))
-    process = subprocess.Popen([sys.executable, str(script)], env=os.environ | {
-        "TUNEFORGE_HOME": str(home)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = start_training(tiny_llm_dir, home, tmp_path, "interrupted", save_steps=50)
     log = home / "runs" / "interrupted" / "trainer_log.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None and not (

@@ -34,6 +34,7 @@ from tuneforge.pipeline.configs import (
 )
 from tuneforge.pipeline.consts import ActionState
 from tuneforge.pipeline.dataset import Dataset
+from tuneforge.pipeline.services import Model
 from tuneforge.registry import Registry
 from tuneforge.settings import Settings
 from tuneforge.train.launch import launch, needs_launch
@@ -227,8 +228,15 @@ class TrainAction(_RunAction):
         config_file = paths.root / "launch.yaml"
         atomic_write(config_file, dump_run_config(config))
         done: dict[str, Any] = {}
-        worker = threading.Thread(target=lambda: done.update(
-            result=launch(config, [str(config_file), "--no-events"], self.settings)), daemon=True)
+
+        def run() -> None:
+            try:
+                done["result"] = launch(config, [str(config_file), "--no-events"],
+                                        self.settings)
+            except BaseException as exc:  # e.g. the machine cannot do what config asks
+                done["error"] = exc
+
+        worker = threading.Thread(target=run, daemon=True)
         seen = paths.trainer_log.stat().st_size if paths.trainer_log.is_file() else 0
         worker.start()
         while True:
@@ -240,7 +248,9 @@ class TrainAction(_RunAction):
                 worker.join(0.5)
             except KeyboardInterrupt:  # Ctrl-C: the processes checkpoint and stop
                 paths.stop_flag.touch()
-        code, outcome = done.get("result", (1, None))
+        if "error" in done:
+            raise done["error"]
+        code, outcome = done["result"]
         if outcome is None:
             state = json.loads(paths.state.read_text()) if paths.state.is_file() else {}
             raise StateError(f"{self.id}: the training processes ended with exit status "
@@ -279,9 +289,10 @@ class TrainAction(_RunAction):
 
 
 class ModelPublishAction(_RunAction):
-    """Registers the trained model as a new version of `model_name` (default m_<task_id>).
-    Input: the TrainAction output. Output: the input plus model_id, model_version_id,
-    model_name, model_version."""
+    """Registers the trained model as a new version of `model_name` (default m_<task_id>),
+    with the training's metrics and the evaluate action's (under "evaluate"). Input: the
+    TrainAction (or EvaluateAction) output. Output: the input plus model_id,
+    model_version_id, model_name, model_version."""
 
     def __init__(self, model_name: str | None = None, description: str = "",
                  **kwargs: Any) -> None:
@@ -290,16 +301,16 @@ class ModelPublishAction(_RunAction):
 
     def exec(self, input: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:  # noqa: A002
         input = dict(input or {})  # noqa: A001
-        if "output_dir" not in input:
+        if "task_id" not in input:
             raise StateError(f"{self.id}: expected a trained model (task_id, output_dir from "
                              f"TrainAction), got keys {sorted(input)}")
-        adapter = bool(input.get("adapter"))
-        version = self.registry.publish(
-            self.model_name or f"m_{input['task_id']}", run_id=input.get("run_id"),
-            base_model=input["base_model"],
-            adapter_path=input["output_dir"] if adapter else None,
-            model_path=None if adapter else input["output_dir"],
-            metrics=input.get("metrics"), description=self.description)
+        metrics = dict(input.get("metrics") or {})
+        report = input.get("eval_result")
+        if report:  # the evaluate action's scores of the fine-tune (the last row)
+            metrics["evaluate"] = report["rows"][-1]["metrics"]
+        model = Model(task_id=input["task_id"], settings=self.settings).publish(
+            self.model_name or "", description=self.description, metrics=metrics)
+        version = model.record
         return self._done(input | {"model_id": version.model_id,
                                    "model_version_id": version.id,
                                    "model_name": version.model_name,
@@ -315,8 +326,6 @@ class DeployAction(_RunAction):
         self.deploy_config = deploy_config or DeployConfig()
 
     def exec(self, input: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:  # noqa: A002
-        from tuneforge.pipeline.services import Model
-
         input = dict(input or {})  # noqa: A001
         if "model_version_id" not in input:
             raise StateError(f"{self.id}: expected a published model (model_version_id from "
@@ -361,9 +370,7 @@ class EvaluateAction(_RunAction):
             "compare_base": self.compare_base, "max_new_tokens": self.max_new_tokens},
             source=type(self).__name__)
         self.action_event(ActionState.Running, "evaluating", {"step": 0, "total": 1})
-        model = input.get("base_model") or config.model.name_or_path
-        report = evaluate(config.model_copy(update={"model": config.model.model_copy(
-            update={"name_or_path": model})}), options, self.settings)
+        report = evaluate(config, options, self.settings)
         self.action_event(ActionState.Running, "evaluated", {"step": 1, "total": 1})
         return self._done(input | {"eval_result": json.loads(json.dumps(report, default=str))})
 

@@ -35,6 +35,7 @@ class Dataset:
         self.id = id
         self.file_type = file_type
         self._rows = list(rows) if rows is not None else None
+        self._count: int | None = None  # a file's records, counted once (load, register)
 
     # -- making one --------------------------------------------------------------------------
 
@@ -108,7 +109,11 @@ class Dataset:
         return list(self.rows())
 
     def count(self) -> int:
-        return sum(1 for _ in self.rows())
+        if self._rows is not None:
+            return len(self._rows)
+        if self._count is None:
+            self._count = sum(1 for _ in self.rows())
+        return self._count
 
     def __len__(self) -> int:
         return self.count()

@@ -74,9 +74,11 @@ class Model:
 
     # -- publish / deploy --------------------------------------------------------------------
 
-    def publish(self, name: str = "", **kwargs: Any) -> Model:
+    def publish(self, name: str = "", *, description: str = "",
+                metrics: dict[str, Any] | None = None, **kwargs: Any) -> Model:
         """Register the trained run `task_id` as a new version of `name` (default
-        m_<task_id>); a model already published is returned as is.
+        m_<task_id>) with `metrics` (default: the training's); a model already published is
+        returned as is.
 
         Raises:
             StateError: no run to publish, or the run has not finished.
@@ -97,8 +99,9 @@ class Model:
         version = self.registry.publish(
             name or self.name or f"m_{run.id}", run_id=run.id,
             base_model=str(run.base_model), adapter_path=str(output) if adapter else None,
-            model_path=None if adapter else str(output), metrics=state.get("metrics"),
-            description=str(kwargs.get("description", "")))
+            model_path=None if adapter else str(output),
+            metrics=metrics if metrics is not None else state.get("metrics"),
+            description=description)
         self._bind(version)
         return self
 

@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
+from tuneforge.config.load import load_run_config
 from tuneforge.errors import ConfigError, NotFoundError, StateError, UserError
 from tuneforge.models.sources import resolve_model
 from tuneforge.paths import RunPaths, atomic_write
@@ -33,7 +34,13 @@ from tuneforge.pipeline.actions import (
     TrainAction,
 )
 from tuneforge.pipeline.base import BaseAction, Pipeline
-from tuneforge.pipeline.configs import CorpusConfig, DatasetConfig, DeployConfig, TrainConfig
+from tuneforge.pipeline.configs import (
+    CorpusConfig,
+    DatasetConfig,
+    DeployConfig,
+    TrainConfig,
+    run_values,
+)
 from tuneforge.pipeline.consts import ActionState, FinetuneStatus
 from tuneforge.pipeline.dataset import Dataset
 from tuneforge.pipeline.event import Event, EventHandler
@@ -44,29 +51,16 @@ from tuneforge.train.run import new_run_id
 logger = logging.getLogger(__name__)
 TRAINER_FILE = "trainer.json"
 PIPELINE_FILE = "pipeline.json"
-_STATUS: dict[str, dict[ActionState, FinetuneStatus]] = {
-    "load_dataset": {ActionState.Preceding: FinetuneStatus.DatasetLoading,
-                     ActionState.Running: FinetuneStatus.DatasetLoading,
-                     ActionState.Done: FinetuneStatus.DatasetLoaded,
-                     ActionState.Error: FinetuneStatus.DatasetLoadFailed,
-                     ActionState.Stopped: FinetuneStatus.DatasetLoadStopped},
-    "train": {ActionState.Preceding: FinetuneStatus.Training,
-              ActionState.Running: FinetuneStatus.Training,
-              ActionState.Done: FinetuneStatus.TrainFinished,
-              ActionState.Error: FinetuneStatus.TrainFailed,
-              ActionState.Stopped: FinetuneStatus.TrainStopped},
-    "evaluate": {ActionState.Preceding: FinetuneStatus.Evaluating,
-                 ActionState.Running: FinetuneStatus.Evaluating,
-                 ActionState.Done: FinetuneStatus.Evaluated,
-                 ActionState.Error: FinetuneStatus.EvaluateFailed},
-    "publish": {ActionState.Preceding: FinetuneStatus.ModelPublishing,
-                ActionState.Running: FinetuneStatus.ModelPublishing,
-                ActionState.Done: FinetuneStatus.ModelPublished,
-                ActionState.Error: FinetuneStatus.ModelPublishFailed},
-    "deploy": {ActionState.Preceding: FinetuneStatus.Deploying,
-               ActionState.Running: FinetuneStatus.Deploying,
-               ActionState.Done: FinetuneStatus.Deployed,
-               ActionState.Error: FinetuneStatus.DeployFailed},
+# each action's status while it runs, once done, when it failed, when stopped (None: as
+# the training's)
+_S = FinetuneStatus
+_PHASES: dict[str, tuple[_S, _S, _S, _S | None]] = {
+    "load_dataset": (_S.DatasetLoading, _S.DatasetLoaded, _S.DatasetLoadFailed,
+                     _S.DatasetLoadStopped),
+    "train": (_S.Training, _S.TrainFinished, _S.TrainFailed, _S.TrainStopped),
+    "evaluate": (_S.Evaluating, _S.Evaluated, _S.EvaluateFailed, None),
+    "publish": (_S.ModelPublishing, _S.ModelPublished, _S.ModelPublishFailed, None),
+    "deploy": (_S.Deploying, _S.Deployed, _S.DeployFailed, None),
 }
 
 
@@ -172,6 +166,9 @@ class FinetuneTrainer(Trainer):
         self.train_type, self.base_model = train_type, base_model
         self.dataset, self.eval_dataset = dataset, eval_dataset
         self.train_config = train_config or TrainConfig()
+        # a bad `extras` option fails here, naming it, not after the data is loaded
+        load_run_config(values=run_values(self.train_config, None, corpus_config)
+                        | {"stage": self.stage}, source="TrainConfig")
         self.deploy_config, self.corpus_config = deploy_config, corpus_config
         self.previous_trainer, self.name = previous_trainer, name
         self.evaluate, self.dataset_dir = evaluate, dataset_dir
@@ -279,12 +276,12 @@ class FinetuneTrainer(Trainer):
     def status(self) -> str:
         """A FinetuneStatus value, from the state of the latest action that ran."""
         for action in reversed(self.ppl.actions):
-            if action.state is not None:
-                if action.state is ActionState.Stopped and action.id not in ("load_dataset",
-                                                                             "train"):
-                    return FinetuneStatus.TrainStopped.value
-                mapping = _STATUS.get(action.id, {})
-                return mapping.get(action.state, FinetuneStatus.Unknown).value
+            if action.state is None:
+                continue
+            running, done, failed, stopped = _PHASES[action.id]
+            return {ActionState.Preceding: running, ActionState.Running: running,
+                    ActionState.Done: done, ActionState.Error: failed,
+                    ActionState.Stopped: stopped or _S.TrainStopped}[action.state].value
         return FinetuneStatus.TrainCreated.value
 
     def get_log(self) -> list[dict[str, Any]]:

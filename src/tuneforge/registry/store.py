@@ -196,9 +196,7 @@ class Registry:
         """
 
         def work(session: Session) -> RunRecord:
-            row = session.get(RunRow, run_id)
-            if row is None:
-                raise NotFoundError("run", run_id, hint=_hint("runs", _run_ids(session)))
+            row = self._find_run(session, run_id)
             row.status = status
             row.name = name if name is not None else row.name
             row.base_model = base_model if base_model is not None else row.base_model
@@ -216,10 +214,7 @@ class Registry:
             NotFoundError: no run has this id; the hint lists the newest ids.
         """
         with self._read() as session:
-            row = session.get(RunRow, run_id)
-            if row is None:
-                raise NotFoundError("run", run_id, hint=_hint("runs", _run_ids(session)))
-            return _run(row)
+            return _run(self._find_run(session, run_id))
 
     def list_runs(
         self, *, status: str | None = None, limit: int = 100, offset: int = 0
@@ -421,6 +416,13 @@ class Registry:
             query = query.where(ServiceRow.model_version_id == model_version_id)
         with self._read() as session:
             return [_service(row) for row in session.scalars(query)]
+
+    @staticmethod
+    def _find_run(session: Session, run_id: str) -> RunRow:
+        row = session.get(RunRow, run_id)
+        if row is None:
+            raise NotFoundError("run", run_id, hint=_hint("runs", _run_ids(session)))
+        return row
 
     @staticmethod
     def _find_service(session: Session, service_id: int) -> ServiceRow:
