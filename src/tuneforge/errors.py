@@ -148,5 +148,27 @@ class OverloadedError(UserError):
     status_code = 503
 
 
+class ForbiddenError(UserError):
+    """A request names something outside what the service may touch (a path outside its
+    roots, remote code). HTTP 403; `field` names the request field."""
+
+    status_code = 403
+
+    def __init__(self, message: str, *, field: str | None = None,
+                 hint: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message, hint=hint)
+
+
+class TooLargeError(UserError):
+    """An upload is larger than the service accepts. HTTP 413."""
+
+    status_code = 413
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
 class InternalError(TuneforgeError):
     """A bug in tuneforge: shown with its traceback."""

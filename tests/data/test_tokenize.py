@@ -221,6 +221,16 @@ def test_pt_texts_end_with_eos_and_fill_whole_blocks(tiny_tokenizer: Any) -> Non
     assert data.report.remainder_tokens == len(stream) - whole
 
 
+def test_pt_text_shorter_than_a_block_is_one_short_block(tiny_tokenizer: Any) -> None:
+    # LLaMA-Factory keeps it too: two short samples (the REST seed's example) still train
+    examples = [TextExample("用户：你好\n助手：你好！", Location("train.json", 1)),
+                TextExample("Hi there.", Location("train.json", 1))]
+    data = tokenize_examples(examples, tiny_tokenizer, TokenizeOptions(max_length=2048))
+    assert len(data) == 1
+    assert len(data[0]["input_ids"]) == data.report.tokens > 0
+    assert data.report.remainder_tokens == 0
+
+
 def test_packing_resets_position_ids_per_sample_and_wastes_no_padding(tiny_tokenizer: Any) -> None:
     examples = SAMPLES * 4
     options = TokenizeOptions(max_length=96)

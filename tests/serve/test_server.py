@@ -10,7 +10,6 @@ import re
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,60 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
+from live_server import Server
+
 pytestmark = pytest.mark.serial
-
-STARTUP_S = 120
-
-
-class Server:
-    """A `tuneforge serve` process; its URL is read from its first line."""
-
-    def __init__(self, args: list[str], home: Path) -> None:
-        env = dict(os.environ, TUNEFORGE_HOME=str(home), HF_HUB_OFFLINE="1",
-                   TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tuneforge", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        self.home = home
-        self.lines: list[str] = []
-        self.url = self._wait_for_url()
-        self.http = httpx.Client(base_url=self.url, timeout=60)
-
-    def _wait_for_url(self) -> str:
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + STARTUP_S
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            if found := re.search(r"serving on (http://\S+)", line):
-                # keep draining the output so the process never blocks on a full pipe
-                threading.Thread(target=self._drain, daemon=True).start()
-                return found.group(1)
-        self.stop()
-        raise AssertionError("tuneforge serve did not start:\n" + "".join(self.lines))
-
-    def _drain(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def openai(self, **kwargs: Any) -> Any:
-        from openai import OpenAI
-
-        return OpenAI(base_url=self.url + "/v1", api_key=kwargs.pop("api_key", "none"),
-                      max_retries=0, **kwargs)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
 
 @pytest.fixture(scope="module")
 def encoder_dirs(tiny_embedder_dir: Path, tiny_cross_encoder_dir: Path,

@@ -278,13 +278,28 @@ def serve_command(
         help="CPU linear weights: float16 (default; math in float32, ~1.5x faster) or "
         "float32 (exact).")] = None,
     api_key: Annotated[str | None, typer.Option(
-        "--api-key", "--api_key", envvar="TUNEFORGE_API_KEY",
-        help="Require `Authorization: Bearer KEY` on /v1 requests.")] = None,
+        "--api-key", "--api_key", envvar=["TUNEFORGE_API_TOKEN", "TUNEFORGE_API_KEY"],
+        help="Require `Authorization: Bearer KEY` on every request but /health (needed "
+        "with a --host other than loopback).")] = None,
+    worker_slots: Annotated[int | None, typer.Option(
+        "--worker-slots", "--worker_slots", help="Training jobs run at once; default 1.")
+    ] = None,
+    auto_resume: Annotated[bool | None, typer.Option(
+        "--auto-resume/--no-auto-resume", help="Resume jobs a restart interrupted; "
+        "default on.", show_default=False)] = None,
+    root: Annotated[list[str] | None, typer.Option(
+        "--root", help="Another folder request paths may name (repeatable); "
+        "TUNEFORGE_HOME and the working directory always may.", show_default=False)] = None,
+    max_upload_mb: Annotated[float | None, typer.Option(
+        "--max-upload-mb", "--max_upload_mb", help="Largest upload in MiB; default 100.")
+    ] = None,
 ) -> None:
     """Serve causal LMs (with LoRA adapters), embedding models, rerankers and reward models:
     OpenAI's /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, plus
     /v1/rerank, /v1/score/evaluation, /v1/load_lora_adapter, /models/load, /generate,
-    /health and /metrics. Ctrl-C stops it."""
+    /health and /metrics; and the training service: /train (a job queue run by worker
+    processes), OpenAI's /v1/files and /v1/fine_tuning/jobs, and a dashboard at /. Ctrl-C
+    stops it."""
     from tuneforge.config.serve import build_serve_config
     from tuneforge.server.run import serve
 
@@ -292,7 +307,9 @@ def serve_command(
     config = build_serve_config({
         "models": chosen or None, "adapters": adapter, "host": host, "port": port,
         "max_batch": max_batch, "max_queue": max_queue, "max_adapters": max_adapters,
-        "backend": backend, "weights": weights, "api_key": api_key})
+        "backend": backend, "weights": weights, "api_key": api_key,
+        "worker_slots": worker_slots, "auto_resume": auto_resume, "roots": root,
+        "max_upload_mb": max_upload_mb})
     serve(config, Settings(), on_ready=render.print_serving)
 
 

@@ -47,10 +47,24 @@ class ServeConfig(Section):
         "float32; about 1.5x faster) or float32 (exact, and a row's result independent of "
         "the batch).")
     api_key: str | None = Field(
-        default=None, description="When set, every /v1 request needs `Authorization: Bearer "
-        "<api_key>` (as OpenAI clients send it).")
+        default=None, description="API token (also TUNEFORGE_API_TOKEN): when set, every "
+        "request but /health needs `Authorization: Bearer <token>` (as OpenAI clients send "
+        "it). Required when `host` is not a loopback address.")
+    worker_slots: int = Field(
+        default=1, ge=0, le=64, description="Training jobs run at once, each in its own "
+        "worker process; the rest wait in order. 0: this server runs no jobs (it still "
+        "takes them).")
+    auto_resume: bool = Field(
+        default=True, description="Queue again, at start, the jobs a stopped or killed "
+        "server interrupted; they continue from their newest checkpoint. Off: they wait "
+        "for a resume request.")
+    roots: list[str] = Field(
+        default_factory=list, description="Folders request paths may name, besides "
+        "TUNEFORGE_HOME and the working directory.")
+    max_upload_mb: float = Field(
+        default=100, gt=0, le=1_000_000, description="Largest dataset upload, in MiB.")
 
-    _split = field_validator("models", "adapters", mode="before")(split_commas)
+    _split = field_validator("models", "adapters", "roots", mode="before")(split_commas)
 
 
 def build_serve_config(values: Mapping[str, Any], source: str = "command line") -> ServeConfig:

@@ -304,7 +304,8 @@ def _tokenize_text(
     examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, options: TokenizeOptions,
     reference: bool,
 ) -> TokenizedData:
-    """pt: every text then eos, concatenated and cut into blocks of max_length (rest dropped)."""
+    """pt: every text then eos, concatenated and cut into blocks of max_length (rest dropped;
+    as LLaMA-Factory does, text shorter than one block is kept as one short block)."""
     texts = [ex.text for ex in examples if isinstance(ex, TextExample)]
     encoded = _encode(texts, tokenizer, reference)
     with_eos = encoded.lengths() + 1
@@ -316,8 +317,10 @@ def _tokenize_text(
     flat[is_text] = encoded.ids
     flat[ends] = _eos_id(tokenizer)
     max_length = options.max_length
-    used = total // max_length * max_length
-    blocks = Ragged(flat[:used], np.arange(0, used + 1, max_length, dtype=np.int64))
+    used = total // max_length * max_length if total >= max_length else total
+    offsets = np.arange(0, used + 1, max_length, dtype=np.int64) if used >= max_length \
+        else np.array([0, used] if used else [0], dtype=np.int64)
+    blocks = Ragged(flat[:used], offsets)
     report = TokenizeReport(
         total=len(texts), kept=len(texts), rows=len(blocks), tokens=used,
         remainder_tokens=total - used,

@@ -432,7 +432,9 @@ def _request_of(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _serve_command(version: ModelVersionRecord, served: str, config: DeployConfig) -> list[str]:
-    command = [sys.executable, "-m", "tuneforge", "serve", "--host", "127.0.0.1", "--port", "0"]
+    # a replica serves; the training service's jobs are run by the user's own server
+    command = [sys.executable, "-m", "tuneforge", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--worker-slots", "0"]
     if version.adapter_path:
         command += ["--model", f"base={version.base_model}",
                     "--adapter", f"{served}={version.adapter_path}"]

@@ -208,11 +208,18 @@ class FinetuneTrainer(Trainer):
         if self.ppl.current is not None or self.ppl.output is not None:
             raise StateError(f"trainer {self.run_id} has run already",
                              hint="resume() continues it; a new trainer starts afresh")
+        first = self.prepare(kwargs.get("input"))
+        return self._go(lambda: self.ppl.exec(first))
+
+    def prepare(self, input: dict[str, Any] | None = None) -> dict[str, Any]:  # noqa: A002
+        """Write the run's trainer.json without running anything, so that another process
+        can `load(run_id)` and `resume()` it from the first action (the training service's
+        workers do); the first action's input."""
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        first = self._first_input() | dict(kwargs.get("input") or {})
+        first = self._first_input() | dict(input or {})
         atomic_write(self.paths.root / TRAINER_FILE, json.dumps(self._spec(first), indent=2,
                                                                 default=str) + "\n")
-        return self._go(lambda: self.ppl.exec(first))
+        return first
 
     def resume(self, **kwargs: Any) -> FinetuneTrainer:
         """Continue from the action that stopped, failed or was cut off by a crash; training

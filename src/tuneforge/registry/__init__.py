@@ -1,4 +1,5 @@
-"""The registry: runs, datasets, published models (versions, lineage) and services.
+"""The registry: runs, the service's jobs, datasets, published models (versions, lineage)
+and services.
 
 SQLite under TUNEFORGE_HOME by default, or any SQLAlchemy URL (`Settings.db_url`). It
 indexes what lives on disk and is never the only copy of anything.
@@ -6,6 +7,7 @@ indexes what lives on disk and is never the only copy of anything.
 
 from tuneforge.registry.records import (
     DatasetRecord,
+    JobRecord,
     ModelRecord,
     ModelVersionRecord,
     RunRecord,
@@ -15,6 +17,7 @@ from tuneforge.registry.store import Registry
 
 __all__ = [
     "DatasetRecord",
+    "JobRecord",
     "ModelRecord",
     "ModelVersionRecord",
     "Registry",

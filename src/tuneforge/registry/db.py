@@ -135,6 +135,35 @@ class ServiceRow(Base):
     updated: Mapped[float] = mapped_column(Double)
 
 
+class JobRow(Base):
+    """A job of the training service: a queued, running or finished trainer run.
+
+    `id` is the run id (the REST face's task_id, the OpenAI face's job id); the run directory
+    holds the trainer's files, this row the queue's state and the latest progress, written
+    by the worker so that status requests never read the run's files.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_created", "status", "created"),
+                      Index("ix_jobs_created", "created"))
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    kind: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    run_dir: Mapped[str] = mapped_column(Text)
+    output_dir: Mapped[str | None] = mapped_column(Text)
+    base_model: Mapped[str | None] = mapped_column(Text)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    worker_pid: Mapped[int | None]
+    attempts: Mapped[int]
+    created: Mapped[float] = mapped_column(Double)
+    started: Mapped[float | None] = mapped_column(Double)
+    finished: Mapped[float | None] = mapped_column(Double)
+    updated: Mapped[float] = mapped_column(Double)
+
+
 def create_registry_engine(url: str) -> Engine:
     """An engine for `url`, its database upgraded to the newest migration (upgrade_to_head).
 

@@ -80,3 +80,27 @@ class ServiceRecord:
     config: dict[str, Any]
     created: float
     updated: float
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job of the training service. `status`: queued, running, stopping, cancelling,
+    completed, failed, stopped, cancelled or interrupted. `progress`: the worker's latest
+    {phase, step, total, loss, eval_loss, epoch, eta_s, tokens, ...}; `request`: what the
+    client asked, in the shape of the face that asked ({"api": ..., "body": ...})."""
+
+    id: str
+    kind: str
+    status: str
+    run_dir: str
+    output_dir: str | None
+    base_model: str | None
+    request: dict[str, Any]
+    progress: dict[str, Any]
+    error: str | None
+    worker_pid: int | None
+    attempts: int
+    created: float
+    started: float | None
+    finished: float | None
+    updated: float

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from tuneforge.errors import NotFoundError
 from tuneforge.registry.db import (
     READ_ONLY,
     DatasetRow,
+    JobRow,
     ModelRow,
     ModelVersionRow,
     RunRow,
@@ -36,6 +37,7 @@ from tuneforge.registry.db import (
 )
 from tuneforge.registry.records import (
     DatasetRecord,
+    JobRecord,
     ModelRecord,
     ModelVersionRecord,
     RunRecord,
@@ -417,6 +419,109 @@ class Registry:
         with self._read() as session:
             return [_service(row) for row in session.scalars(query)]
 
+    # -- jobs (the training service's queue) ---------------------------------------------
+
+    def add_job(self, job_id: str, *, kind: str, run_dir: str | Path, request: dict[str, Any],
+                base_model: str | None = None, output_dir: str | Path | None = None,
+                status: str = "queued") -> JobRecord:
+        """Record a new job (queued unless `status` says otherwise)."""
+        now = time.time()
+
+        def work(session: Session) -> JobRecord:
+            row = JobRow(id=job_id, kind=kind, status=status, run_dir=str(run_dir),
+                         output_dir=_str_or_none(output_dir), base_model=base_model,
+                         request=request, progress={}, error=None, worker_pid=None,
+                         attempts=0, created=now, started=None, finished=None, updated=now)
+            session.add(row)
+            session.flush()
+            return _job(row)
+
+        return self._write(work)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        """The job `job_id`.
+
+        Raises:
+            NotFoundError: no such job; the hint lists recent ones.
+        """
+        with self._read() as session:
+            return _job(self._find_job(session, job_id))
+
+    def list_jobs(self, *, statuses: Sequence[str] | None = None, limit: int | None = None,
+                  offset: int = 0, after: str | None = None,
+                  oldest_first: bool = False) -> list[JobRecord]:
+        """Jobs newest first (or oldest first), of the given statuses; `after`: only those
+        past that job id in this order (cursor paging)."""
+        with self._read() as session:
+            order = (JobRow.created.asc(), JobRow.id.asc()) if oldest_first else (
+                JobRow.created.desc(), JobRow.id.desc())
+            query = select(JobRow).order_by(*order).offset(offset).limit(limit)
+            if statuses is not None:
+                query = query.where(JobRow.status.in_(list(statuses)))
+            if after is not None:
+                cursor = self._find_job(session, after)
+                key = (JobRow.created, JobRow.id)
+                query = query.where(tuple_(*key) > (cursor.created, cursor.id)) if oldest_first \
+                    else query.where(tuple_(*key) < (cursor.created, cursor.id))
+            return [_job(row) for row in session.scalars(query)]
+
+    def count_jobs(self, *, statuses: Sequence[str] | None = None) -> int:
+        """How many jobs have one of `statuses` (all jobs: None)."""
+        with self._read() as session:
+            query = select(func.count()).select_from(JobRow)
+            if statuses is not None:
+                query = query.where(JobRow.status.in_(list(statuses)))
+            return int(session.scalar(query) or 0)
+
+    def update_job(self, job_id: str, *, expect: Sequence[str] | None = None,
+                   **fields: Any) -> JobRecord | None:
+        """Set `fields` on the job (status, progress, error, worker_pid, attempts, started,
+        finished, output_dir) in one transaction; with `expect`, only while its status is
+        one of those (a compare-and-set: None when it was not).
+
+        Raises:
+            NotFoundError: no such job.
+        """
+        unknown = set(fields) - {"status", "progress", "error", "worker_pid", "attempts",
+                                 "started", "finished", "output_dir", "request"}
+        if unknown:
+            raise TypeError(f"update_job: unknown field(s) {', '.join(sorted(unknown))}")
+
+        def work(session: Session) -> JobRecord | None:
+            row = self._find_job(session, job_id)
+            if expect is not None and row.status not in expect:
+                return None
+            for name, value in fields.items():
+                setattr(row, name, value)
+            row.updated = time.time()
+            session.flush()
+            return _job(row)
+
+        return self._write(work)
+
+    def delete_job(self, job_id: str) -> JobRecord:
+        """Remove the job's row (its run directory is the caller's to remove).
+
+        Raises:
+            NotFoundError: no such job.
+        """
+
+        def work(session: Session) -> JobRecord:
+            row = self._find_job(session, job_id)
+            record = _job(row)
+            session.delete(row)
+            return record
+
+        return self._write(work)
+
+    @staticmethod
+    def _find_job(session: Session, job_id: str) -> JobRow:
+        row = session.get(JobRow, job_id)
+        if row is None:
+            ids = session.scalars(select(JobRow.id).order_by(JobRow.created.desc()).limit(100))
+            raise NotFoundError("job", job_id, hint=_hint("jobs", ids))
+        return row
+
     @staticmethod
     def _find_run(session: Session, run_id: str) -> RunRow:
         row = session.get(RunRow, run_id)
@@ -534,4 +639,14 @@ def _service(row: ServiceRow) -> ServiceRecord:
         id=row.id, name=row.name, model_version_id=row.model_version_id,
         service_type=row.service_type, status=row.status, endpoints=list(row.endpoints),
         pids=list(row.pids), config=dict(row.config), created=row.created, updated=row.updated,
+    )
+
+
+def _job(row: JobRow) -> JobRecord:
+    return JobRecord(
+        id=row.id, kind=row.kind, status=row.status, run_dir=row.run_dir,
+        output_dir=row.output_dir, base_model=row.base_model, request=dict(row.request),
+        progress=dict(row.progress), error=row.error, worker_pid=row.worker_pid,
+        attempts=row.attempts, created=row.created, started=row.started,
+        finished=row.finished, updated=row.updated,
     )

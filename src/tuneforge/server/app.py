@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,10 +33,12 @@ from pydantic import ValidationError
 from tuneforge import __version__
 from tuneforge.config.serve import ServeConfig
 from tuneforge.errors import OverloadedError, UserError
+from tuneforge.jobs.queue import JobQueue
 from tuneforge.serve.requests import ChatMessage, GenerationRequest, ToolCallSpec
 from tuneforge.serve.stream import TextStream
 from tuneforge.server.metrics import ServerMetrics
 from tuneforge.server.models import ServedModels, Target
+from tuneforge.server.openai_jobs import openai_router
 from tuneforge.server.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -49,6 +52,9 @@ from tuneforge.server.schemas import (
     UnloadLoraAdapterRequest,
     _Sampling,
 )
+from tuneforge.server.security import PathPolicy
+from tuneforge.server.training import training_router
+from tuneforge.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -58,26 +64,39 @@ COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 ROLES = {"developer": "system", "function": "tool"}  # OpenAI's other role names
 
 
-def create_app(models: ServedModels, config: ServeConfig) -> FastAPI:
-    """The app; it closes `models` when it shuts down."""
+def create_app(models: ServedModels, config: ServeConfig, settings: Settings | None = None,
+               queue: JobQueue | None = None) -> FastAPI:
+    """The app; it closes `models` (and stops `queue`'s scheduler) when it shuts down. With
+    `queue`, the training service's routes and the dashboard are served too."""
+    settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        if queue is not None:
+            await run_in_threadpool(queue.close)
         await run_in_threadpool(models.close)
 
     app = FastAPI(title="tuneforge", version=__version__, lifespan=lifespan)
     metrics = ServerMetrics()
     app.state.models, app.state.metrics = models, metrics
     _errors(app)
+    if queue is not None:
+        policy = PathPolicy([settings.home, Path.cwd(), *config.roots])
+        limit = int(config.max_upload_mb * (1 << 20))
+        app.include_router(training_router(queue, settings, policy, models,
+                                           max_upload_bytes=limit))
+        app.include_router(openai_router(queue, settings, policy, max_upload_bytes=limit))
+        _dashboard(app)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Any) -> Response:
-        if config.api_key and request.url.path.startswith("/v1/") and not hmac.compare_digest(
-                request.headers.get("authorization", "").encode("latin-1"),
+        if config.api_key and not _public(request.url.path) and not hmac.compare_digest(
+                request.headers.get("authorization", "").encode("latin-1", "replace"),
                 f"Bearer {config.api_key}".encode()):
             response: Response = _error(401, "expected the header Authorization: Bearer "
-                                        "<api key>", "authentication_error")
+                                        "<api token>", "authentication_error",
+                                        headers={"WWW-Authenticate": "Bearer"})
         else:
             start = time.perf_counter()
             response = await call_next(request)
@@ -211,6 +230,35 @@ def create_app(models: ServedModels, config: ServeConfig) -> FastAPI:
                 "finish_reason": streams[0].finish_reason, "usage": reply.usage(streams)}
 
     return app
+
+
+def _public(path: str) -> bool:
+    """Paths served without the API token: /health, and the dashboard's static page (it asks
+    for the token and sends it with every call it makes)."""
+    return path in ("/health", "/", "/favicon.ico") or path.startswith("/dashboard/")
+
+
+def _dashboard(app: FastAPI) -> None:
+    """The web dashboard: index.html at /, its script and style under /dashboard/."""
+    from importlib import resources
+
+    from fastapi.responses import FileResponse
+    from fastapi.staticfiles import StaticFiles
+
+    class Revalidated(StaticFiles):
+        """Static files a browser checks again on every load, so an upgrade is seen."""
+
+        def file_response(self, *args: Any, **kwargs: Any) -> Response:
+            response = super().file_response(*args, **kwargs)
+            response.headers["Cache-Control"] = "no-cache"
+            return response
+
+    folder = Path(str(resources.files("tuneforge.resources").joinpath("dashboard")))
+    app.mount("/dashboard", Revalidated(directory=folder), name="dashboard")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(folder / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -443,7 +491,8 @@ def _errors(app: FastAPI) -> None:
     async def user_error(request: Request, exc: UserError) -> JSONResponse:
         headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, OverloadedError) \
             else None
-        kind = {404: "not_found_error", 503: "overloaded_error"}.get(
+        kind = {403: "permission_error", 404: "not_found_error", 409: "conflict_error",
+                413: "request_too_large", 503: "overloaded_error"}.get(
             exc.status_code, "invalid_request_error")
         return _error(exc.status_code, str(exc), kind, getattr(exc, "field", None), headers)
 

@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 from tuneforge.config.serve import ServeConfig
 from tuneforge.errors import ConfigError, UserError
+from tuneforge.jobs.queue import JobQueue
 from tuneforge.server.models import ServedModels
+from tuneforge.server.security import check_exposure
 from tuneforge.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ def serve(config: ServeConfig, settings: Settings,
     from tuneforge.server.app import create_app
 
     hf_logging.disable_progress_bar()  # the CLI says what is served; no tqdm per model load
+    check_exposure(config.host, config.api_key)
     models = build_models(config, settings)
     try:
         listener = _bind(config.host, config.port)
@@ -57,8 +60,11 @@ def serve(config: ServeConfig, settings: Settings,
         models.close()
         raise
     host, port = listener.getsockname()[:2]
-    server = uvicorn.Server(uvicorn.Config(create_app(models, config), log_level="warning",
-                                           timeout_graceful_shutdown=5))
+    queue = JobQueue(settings, slots=config.worker_slots, auto_resume=config.auto_resume)
+    if config.worker_slots > 0:
+        queue.start()
+    server = uvicorn.Server(uvicorn.Config(create_app(models, config, settings, queue),
+                                           log_level="warning", timeout_graceful_shutdown=5))
     if on_ready is not None:
         on_ready(f"http://{host}:{port}", models)
     server.run(sockets=[listener])

@@ -86,9 +86,7 @@ def prepare_stage(config: RunConfig, paths: RunPaths, settings: Settings,
         eval_data = tokenize_examples(bundle.eval, tokenizer, options, **tokenize) \
             if bundle.eval else None
     if len(train_data) == 0:  # else the Trainer's sampler fails with num_samples=0
-        hint = (f"plain text is packed into blocks of cutoff_len ({config.data.max_length}) "
-                "tokens: expected more text or a smaller cutoff_len (max_seq_len)"
-                if config.method.stage == "pt" else
+        hint = ("expected some text" if config.method.stage == "pt" else
                 f"every sample was dropped: {dict(train_data.report.reasons)}")
         raise DataError.one(f"no training samples left after tokenising; {hint}",
                             file=", ".join(config.data.dataset))
