@@ -1,9 +1,10 @@
 """A real `tuneforge serve` process on a free 127.0.0.1 port, for the tests that drive the
-HTTP faces (tests/ is on sys.path through its conftest.py: `from live_server import Server`).
-"""
+HTTP faces (tests/ is on sys.path through its conftest.py: `from live_server import Server`),
+and the work folder of the REST-service seed's users (`make_workdir`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,6 +15,36 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+SEED_DATA = [
+    {"text": "用户：你好\n助手：你好！有什么可以帮助你的吗？"},
+    {"text": "用户：介绍一下Python\n助手：Python是一种高级编程语言..."},
+]
+CHAT_DATA = [{"messages": [{"role": "user", "content": f"question {i}"},
+                           {"role": "assistant", "content": f"answer {i}"}]}
+             for i in range(8)]
+MODELS_YAML = """lora_config:
+  r: 4
+  lora_alpha: 8
+  target_modules:
+    - "q_proj"
+    - "k_proj"
+    - "v_proj"
+    - "o_proj"
+  lora_dropout: 0.05
+  bias: "none"
+"""
+
+
+def make_workdir(root: Path) -> Path:
+    (root / "data").mkdir(parents=True)
+    (root / "config").mkdir()
+    (root / "data" / "train.json").write_text(json.dumps(SEED_DATA, ensure_ascii=False),
+                                              encoding="utf-8")
+    (root / "data" / "chat.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in CHAT_DATA), encoding="utf-8")
+    (root / "config" / "models.yaml").write_text(MODELS_YAML, encoding="utf-8")
+    return root
 
 SERVER_STARTUP_S = 120
 
@@ -71,3 +102,15 @@ class Server:
                 self.process.wait()
 
 
+def wait_for(server: Server, task_id: str, states: tuple[str, ...],
+             timeout: float = 180) -> dict[str, Any]:
+    """Poll /train/status until the job's state is one of `states`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = server.http.get(f"/train/status/{task_id}").json()
+        if status["state"] in states:
+            return status
+        if time.monotonic() > deadline:
+            log = server.http.get(f"/train/{task_id}/logs").text
+            raise AssertionError(f"job {task_id} stayed {status['state']}: {status}\n{log}")
+        time.sleep(0.2)

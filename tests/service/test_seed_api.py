@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import wait_for
-from live_server import Server
+
+from live_server import Server, wait_for
 
 pytestmark = pytest.mark.serial
 

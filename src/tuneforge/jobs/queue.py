@@ -43,6 +43,10 @@ ACTIVE = ("running", "stopping", "cancelling")  # a worker runs (or ran) it
 ENDED = ("completed", "failed", "stopped", "cancelled", "interrupted")
 RESUMABLE = ("stopped", "interrupted", "failed")
 WORKER_LOG = "worker.log"
+# set in a job's progress by its worker once SIGTERM stops it gracefully; before that, a stop
+# is only recorded, and the worker reads it when it gets there
+READY = "worker_ready"
+SERVER_PID_ENV = "TUNEFORGE_JOB_SERVER_PID"  # the worker ends `interrupted` when it is gone
 LOG_TAIL_LINES = 12
 
 
@@ -107,7 +111,8 @@ class JobQueue:
             return job
         job = self.registry.update_job(job_id, expect=("running", "stopping"), status=asking)
         if job is not None:
-            self._signal(job)
+            if job.progress.get(READY):  # else the worker reads the status once it is ready
+                self._signal(job)
             return job
         job = self.registry.get_job(job_id)
         if job.status in ("stopping", "cancelling"):
@@ -180,12 +185,13 @@ class JobQueue:
     def _launch(self, job: JobRecord) -> None:
         claimed = self.registry.update_job(job.id, expect=("queued",), status="running",
                                            started=time.time(), attempts=job.attempts + 1,
-                                           error=None)
+                                           error=None, progress=job.progress | {READY: False})
         if claimed is None:  # stopped or deleted meanwhile
             return
         run_dir = Path(job.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, TUNEFORGE_HOME=str(self.settings.home))
+        env = dict(os.environ, TUNEFORGE_HOME=str(self.settings.home),
+                   **{SERVER_PID_ENV: str(os.getpid())})
         if self.settings.db_url:
             env["TUNEFORGE_DB_URL"] = self.settings.db_url
         if self.settings.runs_dir:

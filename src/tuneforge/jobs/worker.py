@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from tuneforge.jobs.queue import ACTIVE, READY, SERVER_PID_ENV
 from tuneforge.paths import atomic_dir, commit_dir
 from tuneforge.pipeline.consts import ActionState
 from tuneforge.pipeline.event import Event, EventHandler
@@ -115,11 +116,12 @@ def run(run_dir: Path, settings: Settings) -> int:
     progress.latest = dict(job.progress)
     trainer = FinetuneTrainer.load(run_dir, progress, settings=settings)
     progress.trainer = trainer
-    orphaned = threading.Event()
-    parent = os.getppid()
+    orphaned, stopping = threading.Event(), threading.Event()
+    parent = int(os.environ.get(SERVER_PID_ENV, os.getppid()))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         logger.warning("%s: stopping at the next step", signal.Signals(signum).name)
+        stopping.set()
         trainer.stop()
 
     def watch_parent() -> None:
@@ -132,6 +134,16 @@ def run(run_dir: Path, settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
     threading.Thread(target=watch_parent, daemon=True).start()
+    # from here a SIGTERM stops at a step boundary; a stop asked before it is read now
+    ready = registry.update_job(job_id, expect=ACTIVE, progress=progress.latest | {READY: True})
+    if ready is None:  # settled meanwhile (its server gave up on it): not ours to run
+        return 0
+    if ready.status != "running" or orphaned.is_set():
+        status = "interrupted" if orphaned.is_set() else {
+            "cancelling": "cancelled"}.get(ready.status, "stopped")
+        registry.update_job(job_id, status=status, finished=time.time(), worker_pid=None)
+        return 0
+    progress.latest[READY] = True
     try:
         trainer.resume()
     except Exception as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,8 @@ class Target:
     name: str  # as the request named it, echoed in responses
     served: Served
     adapter: str | None = None
+# a checkpoint of a run, as /v1/fine_tuning/jobs/{id}/checkpoints names it
+CHECKPOINT_NAME = re.compile(r"[\w.-]+/checkpoints/checkpoint-\d+")
 
 
 class ServedModels:
@@ -225,8 +228,12 @@ class ServedModels:
                             f"{', '.join(served.adapters) or 'none'}")
 
     def _is_run_adapter(self, name: str) -> bool:
+        """A run id whose output is an adapter, or `<run id>/checkpoints/checkpoint-<step>`
+        (a checkpoint the fine-tuning API lists)."""
         run = self.settings.runs / name
-        return "/" not in name and (run / "output" / ADAPTER_CONFIG).is_file()
+        if "/" not in name:
+            return (run / "output" / ADAPTER_CONFIG).is_file()
+        return CHECKPOINT_NAME.fullmatch(name) is not None and (run / ADAPTER_CONFIG).is_file()
 
     def _base_for(self, path: str, base: str | None) -> Served:
         """The served causal LM an adapter goes on: `base`, else the one named by its

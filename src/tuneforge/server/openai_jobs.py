@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tuneforge.errors import ConfigError, NotFoundError
 from tuneforge.jobs.queue import JobQueue
@@ -42,6 +42,13 @@ class _Hyperparameters(BaseModel):
     learning_rate_multiplier: float | Auto | None = Field(
         default=None, description=f"Times {BASE_LEARNING_RATE} (LoRA's usual rate).")
     beta: float | Auto | None = Field(default=None, description="DPO's beta.")
+
+    @field_validator("n_epochs", "batch_size", "learning_rate_multiplier", "beta")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not value > 0:
+            raise ValueError(f"expected a number greater than 0 or 'auto', got {value!r}")
+        return value
 
 
 class _MethodBody(BaseModel):
@@ -125,6 +132,7 @@ def openai_router(queue: JobQueue, settings: Settings, policy: PathPolicy, *,
                 name=f"{Path(body.model).name}-{body.suffix}" if body.suffix else None,
                 options=options)
             request = {"api": "openai", "body": body.model_dump(mode="json"),
+                       "hyperparameters": params.model_dump(mode="json", exclude_none=True),
                        "training_file": train.id,
                        "validation_file": valid.id if valid else None}
             return submit_training(training, request, queue=queue, policy=policy,
@@ -211,7 +219,7 @@ def _file(record: DatasetRecord) -> dict[str, Any]:
 def _job(job: JobRecord) -> dict[str, Any]:
     body = job.request.get("body", {})
     openai = job.request.get("api") == "openai"
-    params = (body.get("hyperparameters") or {}) if openai else {}
+    params = job.request.get("hyperparameters") or {}
     progress = job.progress
     hyper = {"n_epochs": params.get("n_epochs") or body.get("num_epochs") or "auto",
              "batch_size": params.get("batch_size") or body.get("batch_size") or "auto",
