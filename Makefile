@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
+# Debian's chromium, for the dashboard's browser tests (tests/service/test_dashboard.py;
+# Playwright's own browser download cannot work offline): only as root with apt-get.
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (apt-get install -y --no-install-recommends chromium || (apt-get update && apt-get install -y --no-install-recommends chromium)) ; } || true
 	touch $@
 
 demo: $(VENV)/.installed

@@ -19,12 +19,15 @@ FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def examples() -> list:
-    params = []
+    params, seen = [], set()
     for doc in DOCS:
         for match in FENCE.finditer(doc.read_text(encoding="utf-8")):
             language, tags, body = match[1], match[2].split(), match[3]
             if language not in ("bash", "python") or "no-run" in tags or "sdk" in tags:
                 continue  # sdk: run on a tiny model by tests/trainer/test_sdk_docs.py
+            if body in seen:  # a translated guide repeats its examples: run each once
+                continue
+            seen.add(body)
             line = doc.read_text(encoding="utf-8").count("\n", 0, match.start()) + 1
             marks = [pytest.mark.slow] if "slow" in tags else []
             params.append(pytest.param(language, body, id=f"{doc.name}:{line}", marks=marks))

@@ -353,7 +353,8 @@ def test_a_completed_job_neither_resumes_nor_stops(service: Server, tiny_llm_dir
 # schemathesis' pytest loader (`schemathesis.pytest.from_fixture`) fails on pytest 9 (it sets
 # Function._nodeid), so one test drives every operation's strategy itself.
 
-TRAINING_PATHS = r"^/(train|datasets|models|services|evaluate|v1/files|v1/fine_tuning)"
+# the training service's operations (not /models/load: it loads models)
+TRAINING_PATHS = r"^/(train|datasets|models$|services|evaluate|v1/files|v1/fine_tuning)"
 FUZZ_EXAMPLES = int(os.environ.get("TUNEFORGE_FUZZ_EXAMPLES", "20"))
 
 
@@ -372,10 +373,11 @@ def test_no_generated_request_answers_5xx(small: Server) -> None:
     for result in schema.get_all_operations():
         operation = result.ok()
         label = f"{operation.method.upper()} {operation.path}"
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            import time; t0 = time.monotonic()  # TIMING
+        # schema-breaking cases for bodies and queries (a path parameter is any string)
+        modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) \
+            if operation.body or operation.query else (GenerationMode.POSITIVE,)
+        for mode in modes:
             _fuzz(operation.as_strategy(generation_mode=mode), label, auth, calls, failures)
-            print("TIMING", label, mode, round(time.monotonic() - t0, 2), calls.get(label))  # TIMING
     assert len(calls) >= 20, calls  # every training-service operation was called
     print(f"schemathesis: {sum(calls.values())} requests over {len(calls)} operations")
     assert not failures, "\n\n".join(failures[:10])

@@ -243,9 +243,12 @@ def test_the_models_page_lists_the_served_model(service: Server, page: Page) -> 
 
 
 @pytest.fixture(scope="module")
-def guarded(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A second service (its own home) that wants the token `secret-token`; no model."""
-    server = Server([], tmp_path_factory.mktemp("guarded-home"), cwd=workdir,
+def guarded(tiny_llm_dir: Path, workdir: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second service (its own home) that wants the token `secret-token`. It serves the
+    tiny model: without one it would load the default model, which takes minutes."""
+    server = Server([f"tiny={tiny_llm_dir}"], tmp_path_factory.mktemp("guarded-home"),
+                    cwd=workdir,
                     env={"TUNEFORGE_API_TOKEN": "secret-token"})
     yield server
     server.stop()

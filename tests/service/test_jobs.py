@@ -86,6 +86,29 @@ def test_openai_client_fine_tunes_and_the_model_answers(service: Server, workdir
     assert status["status"] == "completed" and status["fine_tuned_model"] == job.id
 
 
+def test_openai_dpo_job_on_openai_preference_data(service: Server, workdir: Path,
+                                                  tiny_llm_dir: Path) -> None:
+    rows = [{"input": {"messages": [{"role": "user", "content": f"pick {i}"}]},
+             "preferred_output": [{"role": "assistant", "content": f"good {i}"}],
+             "non_preferred_output": [{"role": "assistant", "content": f"bad {i}"}]}
+            for i in range(4)]
+    path = workdir / "data" / "dpo.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    client = service.openai()
+    with path.open("rb") as fh:
+        uploaded = client.files.create(file=fh, purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=str(tiny_llm_dir), training_file=uploaded.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 1}}})
+    assert job.method.type == "dpo"
+    done = _until(lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status in (
+        "succeeded", "failed") and j, what="the DPO job to end")
+    assert done.status == "succeeded", done.error
+    config = (Path(service.http.get(f"/train/status/{job.id}").json()["run_dir"])
+              / "config.yaml").read_text()
+    assert "stage: dpo" in config and "pref_beta: 0.2" in config
+
+
 def test_cursor_paging_lists_each_job_once(service: Server, tiny_llm_dir: Path) -> None:
     client = service.openai()
     for _ in range(2):  # queued jobs, stopped at once: nothing trains
