@@ -399,9 +399,14 @@ def main() -> None:
             stopped = _wait_stopped(service, task_id)
         finally:
             service.stop()
-    rates = [w["tokens_per_s"] for w in (quiet, quiet_after) if w["tokens_per_s"]]
+    for name, measure in (("quiet", quiet), ("loaded", loaded), ("quiet after", quiet_after)):
+        if measure["steps"] < 2:
+            print(f"api_load: the {name} window saw {measure['steps']} training step(s): too "
+                  "few to measure (is the machine busy?)", file=sys.stderr)
+    # a window needs two steps at least; one step that straddles it says little
+    rates = [w["tokens_per_s"] for w in (quiet, quiet_after) if w["steps"] >= 2]
     quiet_rate = sum(rates) / len(rates) if rates else None
-    loaded_rate = loaded["tokens_per_s"]
+    loaded_rate = loaded["tokens_per_s"] if loaded["steps"] >= 2 else None
     slowdown = (1 - loaded_rate / quiet_rate) * 100 if quiet_rate and loaded_rate else None
     result = {
         "benchmark": "api_load",

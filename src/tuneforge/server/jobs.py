@@ -148,13 +148,16 @@ def _first_rows(dataset: Path) -> Iterator[tuple[Any, Any]]:
         yield from read_rows(file)
 
 
-def check_data(dataset: Path, eval_dataset: Path | None, stage: str) -> int:
-    """Read the data as training will, so a bad record fails now; the number of samples.
+def check_data(dataset: Path, eval_dataset: Path | None, stage: str, *,
+               strict: bool = False) -> int:
+    """Read the data as training will, so bad data fails now; the number of samples.
+    Training drops a bad record and reports it; `strict` (uploads) refuses the file for it.
 
     Raises:
-        DataError: naming the file, line and field of the first bad record.
+        DataError: naming the file, line and field of the first bad record (not strict:
+            when no record is usable).
     """
-    values: dict[str, Any] = {"dataset": [str(dataset)], "stage": stage}
+    values: dict[str, Any] = {"dataset": [str(dataset)], "stage": stage, "strict": strict}
     if eval_dataset is not None:
         values["eval_dataset"] = [str(eval_dataset)]
     config = load_run_config(values=values, source="request")

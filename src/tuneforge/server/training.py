@@ -305,8 +305,8 @@ async def store_upload(upload: UploadFile, settings: Settings, limit: int,
 
 
 def register_upload(path: Path, name: str | None, settings: Settings) -> DatasetRecord:
-    """Check an uploaded file as training reads it, then register it; a bad file is
-    removed and named in the error (file, line, field).
+    """Check an uploaded file as training reads it, then register it; a file with a bad
+    record is removed and the record named in the error (file, line, field).
 
     Raises:
         DataError: a record training could not use.
@@ -315,7 +315,7 @@ def register_upload(path: Path, name: str | None, settings: Settings) -> Dataset
 
     try:
         stage = data_stage(path)
-        records = check_data(path, None, stage)
+        records = check_data(path, None, stage, strict=True)
     except BaseException:
         shutil.rmtree(path.parent, ignore_errors=True)
         raise
