@@ -37,7 +37,9 @@ def server(tiny_llm_dir: Path, tiny_adapters: dict[str, Path], encoder_dirs: dic
     served = Server([f"tiny={tiny_llm_dir}", "--adapter", f"first={tiny_adapters['first']}",
                      "--model", f"embed={encoder_dirs['embedding']}",
                      "--model", f"rerank={encoder_dirs['rerank']}",
-                     "--model", f"reward={encoder_dirs['reward']}"], home)
+                     "--model", f"reward={encoder_dirs['reward']}",
+                     # the tests' models and adapters live in pytest's temporary folders
+                     "--root", str(tmp_path_factory.getbasetemp())], home)
     yield served
     served.stop()
 

@@ -41,6 +41,11 @@ def places(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         json.dumps({"messages": "not a list"}) + "\n"
         + json.dumps({"messages": [{"role": "user"}]}) + "\n", encoding="utf-8")
     (data / "empty.jsonl").write_text("", encoding="utf-8")
+    # a model folder whose weights are pickled only: never loaded by the server
+    pickled = workdir / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
+    (pickled / "pytorch_model.bin").write_bytes(b"not unpickled")
     return {"outside": str(outside), "secret": str(secret)}
 
 
@@ -211,6 +216,16 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, tuple[str, ...]]] = [
         "model_name": "tiny", "dataset_path": "data/missing.jsonl"}}, 404, ("missing.jsonl",)),
     ("evaluate-task-unknown", "POST", "/evaluate", {"json": {
         "task_id": "no-such-job", "dataset_path": "data/chat.jsonl"}}, 404, ("no-such-job",)),
+    # /models/load and vLLM's /v1/load_lora_adapter: paths inside the roots, no pickles
+    ("load-model-outside", "POST", "/models/load", {"json": {
+        "model_name": "m", "model_path": "/etc"}}, 403, ("model_path",)),
+    ("load-adapter-escape", "POST", "/models/load", {"json": {
+        "model_name": "m", "model_path": "tiny", "lora_adapter": "../../etc"}}, 403,
+     ("lora_adapter",)),
+    ("load-lora-outside", "POST", "/v1/load_lora_adapter", {"json": {
+        "lora_name": "x", "lora_path": "/etc/ssl"}}, 403, ("lora_path",)),
+    ("load-model-pickled", "POST", "/models/load", {"json": {
+        "model_name": "p", "model_path": "pickled"}}, 403, ("model_path", "pickled")),
     ("evaluate-model-outside", "POST", "/evaluate", {"json": {
         "model_name": "/etc", "dataset_path": "data/chat.jsonl"}}, 403, ("model_name",)),
     # POST /datasets

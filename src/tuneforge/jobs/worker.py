@@ -145,7 +145,8 @@ def run(run_dir: Path, settings: Settings) -> int:
         return 0
     progress.latest[READY] = True
     try:
-        trainer.resume()
+        if trainer.ppl.current is not None or trainer.ppl.output is None:
+            trainer.resume()  # else it finished before an earlier worker could say so
     except Exception as exc:
         logger.exception("job %s failed", job_id)
         registry.update_job(job_id, status="failed", error=f"{type(exc).__name__}: {exc}",

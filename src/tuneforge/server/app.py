@@ -81,8 +81,8 @@ def create_app(models: ServedModels, config: ServeConfig, settings: Settings | N
     metrics = ServerMetrics()
     app.state.models, app.state.metrics = models, metrics
     _errors(app)
+    policy = PathPolicy([settings.home, Path.cwd(), *config.roots])
     if queue is not None:
-        policy = PathPolicy([settings.home, Path.cwd(), *config.roots])
         limit = int(config.max_upload_mb * (1 << 20))
         app.include_router(training_router(queue, settings, policy, models,
                                            max_upload_bytes=limit))
@@ -192,7 +192,8 @@ def create_app(models: ServedModels, config: ServeConfig, settings: Settings | N
 
     @app.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
     async def load_lora_adapter(body: LoadLoraAdapterRequest) -> str:
-        await run_in_threadpool(models.load_adapter, body.lora_name, body.lora_path,
+        path = policy.source(body.lora_path, "lora_path", settings.runs)
+        await run_in_threadpool(models.load_adapter, body.lora_name, path,
                                 body.base_model_name)
         return f"Success: LoRA adapter '{body.lora_name}' added successfully."
 
@@ -203,14 +204,15 @@ def create_app(models: ServedModels, config: ServeConfig, settings: Settings | N
 
     @app.post("/models/load")
     async def load_model(body: LoadModelRequest) -> dict[str, Any]:
+        model_path = policy.source(body.model_path, "model_path", settings.runs)
         if body.lora_adapter:
-            served = await run_in_threadpool(models.load_model, body.model_path)
-            await run_in_threadpool(models.load_adapter, body.model_name, body.lora_adapter,
+            adapter = policy.source(body.lora_adapter, "lora_adapter", settings.runs)
+            served = await run_in_threadpool(models.load_model, model_path)
+            await run_in_threadpool(models.load_adapter, body.model_name, adapter,
                                     served.name)
             message = f"loaded adapter {body.lora_adapter} on {served.name}"
         else:
-            served = await run_in_threadpool(models.load_model, body.model_path,
-                                             body.model_name)
+            served = await run_in_threadpool(models.load_model, model_path, body.model_name)
             message = f"loaded {served.model_dir}"
         return {"status": "success", "model_name": body.model_name, "base_model": served.name,
                 "kind": served.kind, "message": message}

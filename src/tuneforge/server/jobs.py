@@ -84,7 +84,7 @@ def submit_training(training: Training, request: dict[str, Any], *, queue: JobQu
     for key in PATH_OPTIONS:
         if isinstance(options.get(key), str):
             options[key] = str(policy.path(options[key], key))
-    model = policy.model(training.model, "base_model", settings.runs)
+    model = policy.source(training.model, "base_model", settings.runs)
     dataset = policy.path(training.dataset, "dataset_path")
     if not dataset.exists():
         raise ConfigError.one(f"expected an existing file or folder, got {training.dataset!r}"

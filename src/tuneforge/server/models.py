@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.errors import ConfigError, NotFoundError, UnsupportedError
+from tuneforge.errors import ConfigError, ForbiddenError, NotFoundError, UnsupportedError
 from tuneforge.models.sources import resolve_model
 from tuneforge.serve.adapters import ADAPTER_CONFIG, adapter_dir
 from tuneforge.serve.encoders import EncoderEngine, encoder_kind
@@ -84,6 +84,7 @@ class ServedModels:
         import time
 
         model_dir = self._model_dir(source)
+        _no_pickles(model_dir, "model_path")
         name = name or _default_name(source, model_dir)
         with self._lock:
             for served in self._served.values():
@@ -109,6 +110,7 @@ class ServedModels:
             ConfigError: `name` is taken by a model.
             UnsupportedError: the base is not a causal LM.
         """
+        _no_pickles(adapter_dir(path, self.settings), "lora_adapter")
         with self._lock:
             served = self._base_for(path, base)
             if name in self._served or name in self._aliases:
@@ -301,6 +303,25 @@ class ServedModels:
 
     def _adapter_list(self) -> str:
         return ", ".join(a for s in self._served.values() for a in s.adapters) or "none"
+
+
+PICKLED = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def _no_pickles(directory: Path, field: str) -> None:
+    """The server loads weights from safetensors only: unpickling runs code.
+
+    Raises:
+        ForbiddenError: the directory holds pickled weights and no safetensors (HTTP 403).
+    """
+    if not directory.is_dir():
+        return  # a .gguf file, read by its own parser
+    names = [p.name for p in directory.iterdir()]
+    if any(n.endswith(PICKLED) for n in names) and not any(
+            n.endswith(".safetensors") for n in names):
+        raise ForbiddenError(f"{directory} holds pickled weights only; the server loads "
+                             "safetensors, since unpickling can run code", field=field,
+                             hint="save them again with save_pretrained() (safetensors)")
 
 
 def _split(model: str, base: str) -> str | None:

@@ -46,9 +46,10 @@ class PathPolicy:
                 hint="start the server with --root to allow another folder")
         return resolved
 
-    def model(self, value: str, field: str, runs: Path) -> str:
-        """A model reference: an alias, a run id or a hub id pass as they are; anything that
-        is (or looks like) a path must be inside a root. Returns the value to use."""
+    def source(self, value: str, field: str, runs: Path) -> str:
+        """A model or adapter reference: an alias, a run id or a hub id pass as they are;
+        anything that is (or looks like) a path must be inside a root. Returns the value to
+        use (a path made absolute)."""
         if is_model_alias(value) or ("/" not in value and (runs / value).is_dir()):
             return value
         local = Path(value).expanduser()

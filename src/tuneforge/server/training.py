@@ -406,4 +406,4 @@ def _evaluated(body: EvaluateRequest, registry: Registry, models: ServedModels,
             return str(served.model_dir), None
         if name in served.adapters:
             return str(served.model_dir), str(served.adapters[name])
-    return policy.model(name, "model_name", settings.runs), None
+    return policy.source(name, "model_name", settings.runs), None
