@@ -9,19 +9,22 @@ a few steps. Then:
 1. quiet: the job's trained tokens/s over a window of `--seconds` with no API traffic;
 2. loaded: this script again, as a separate process (`--drive URL TASK_ID`), runs
    `--clients` asyncio clients for `--seconds`, each on its own connection, alternating
-   status and history requests back to back (`--interval` adds a pause after each); every
+   status and history requests back to back (`--interval` adds a pause after each, jittered
+   by +-50 %, the first requests spread over one interval, as dashboards poll); every
    request's latency is recorded (sending to the whole body read), errors are non-200
    answers and exceptions; the job's tokens/s is measured over the same time;
 3. quiet again, so that drift of a shared machine shows; the quiet figure is the mean of
    both quiet windows.
 
 Trained tokens/s comes from the job's trainer_log.jsonl (read from its run folder, not
-through the API): the tokens of the steps logged in the window over the time those steps
-took (each record's tokens over its own tokens_per_s). The job is then stopped and the server
-ended; everything has a timeout, and the server (and its worker) are killed in any case.
+through the API): the tokens of the steps that began and ended in the window over the time
+those steps took (each record's tokens over its own tokens_per_s); a window needs two whole
+steps, hence batch size 1 by default (about 100 tokens a step). The job is then stopped and
+the server ended; everything has a timeout, and the server (and its worker) are killed in any
+case.
 
     .venv/bin/python bench/api_load.py [--model smollm2-135m-instruct | tiny | DIR]
-        [--clients 50] [--seconds 20] [--interval 0] [--samples 400] [--batch-size 4]
+        [--clients 50] [--seconds 20] [--interval 0] [--samples 400] [--batch-size 1]
 
 Targets (from the issue): p99 at most 50 ms, errors 0, training slowed by at most 10 %.
 """
@@ -82,6 +85,9 @@ async def _drive(url: str, task_id: str, clients: int, seconds: float,
 
         async def client(index: int, connection: httpx.AsyncClient) -> None:
             turn = index % 2  # half the clients begin with history
+            pause = random.Random(index)
+            if interval:  # spread the clients' first requests over one interval
+                await asyncio.sleep(pause.uniform(0, interval))
             while time.perf_counter() < deadline:
                 path = paths[turn]
                 turn ^= 1
@@ -94,8 +100,8 @@ async def _drive(url: str, task_id: str, clients: int, seconds: float,
                         latencies[path].append(time.perf_counter() - sent)
                 except httpx.HTTPError as exc:
                     errors.append(f"{path}: {type(exc).__name__}: {exc}")
-                if interval:
-                    await asyncio.sleep(interval)
+                if interval:  # jittered, so the clients do not fall into step
+                    await asyncio.sleep(interval * pause.uniform(0.5, 1.5))
 
         await asyncio.gather(*(client(i, c) for i, c in enumerate(connections)))
         wall = time.perf_counter() - start
@@ -271,16 +277,16 @@ def window(log: Path, seconds: float, min_steps: int = 3) -> dict[str, Any]:
         time.sleep(0.5)
         records = log_records(log)
         elapsed = time.monotonic() - start
-        if elapsed >= seconds and (len(records) - first >= min_steps or elapsed > 3 * seconds):
+        if elapsed >= seconds and (len(records) - first > min_steps or elapsed > 3 * seconds):
             break
-    return measured(records, first - 1, len(records), elapsed)
+    return measured(records, first, len(records), elapsed)
 
 
 def measured(records: list[dict[str, Any]], first: int, end: int,
              elapsed: float) -> dict[str, Any]:
-    """The figures of records[first:end]: record `first` (logged before the window) is the
-    starting point; the steps after it are the window's."""
-    chosen = records[max(first, 0):end]
+    """The figures of records[first:end], all logged in the window: record `first` is the
+    starting point, so only steps that began and ended in the window count."""
+    chosen = records[first:end]
     rate = tokens_per_s(chosen)
     return {"seconds": round(elapsed, 1), "steps": max(len(chosen) - 1, 0),
             "tokens_per_s": round(rate, 1) if rate else None}
@@ -321,7 +327,7 @@ def loaded_window(service: Service, task_id: str, log: Path,
         if driver.returncode != 0 or len(lines) < 2:
             raise SystemExit(f"the load generator failed ({driver.returncode}): "
                              f"{''.join(lines)}{driver.stderr.read() if driver.stderr else ''}")
-        return json.loads(lines[-1]), measured(records, first - 1, len(records), elapsed)
+        return json.loads(lines[-1]), measured(records, first, len(records), elapsed)
     finally:
         if driver.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -352,7 +358,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.0,
                         help="pause of each client after each request (0: back to back)")
     parser.add_argument("--samples", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="1: short steps, so that a 20 s window holds several whole ones")
     parser.add_argument("--cutoff-len", type=int, default=512)
     parser.add_argument("--drive", nargs=2, metavar=("URL", "TASK_ID"),
                         help="internal: be the load generator")

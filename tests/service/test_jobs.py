@@ -114,6 +114,13 @@ def test_cursor_paging_lists_each_job_once(service: Server, tiny_llm_dir: Path) 
     for _ in range(2):  # queued jobs, stopped at once: nothing trains
         task = _train(service, tiny_llm_dir, max_steps=1)
         service.http.post(f"/train/{task}/stop")
+    # OpenAI's pause, resume and cancel on one of them (/train's stop and resume)
+    assert client.fine_tuning.jobs.resume(task).status == "queued"
+    assert client.fine_tuning.jobs.pause(task).status in ("paused", "running")
+    _until(lambda: client.fine_tuning.jobs.retrieve(task).status == "paused")
+    assert client.fine_tuning.jobs.resume(task).status == "queued"
+    assert client.fine_tuning.jobs.cancel(task).status in ("cancelled", "running")
+    _until(lambda: client.fine_tuning.jobs.retrieve(task).status == "cancelled")
     seen: list[str] = []
     page = client.fine_tuning.jobs.list(limit=1)
     seen += [j.id for j in page.data]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,6 +43,8 @@ from tuneforge.server.security import PathPolicy
 from tuneforge.settings import Settings
 
 EVENT_POLL_S = 0.25
+RECENT_S = 0.3  # how long a status or history answer is reused
+RECENT_MAX = 1024
 UPLOAD_CHUNK = 1 << 20
 SAFE_NAME = "".join(chr(c) for c in range(128) if chr(c).isalnum()) + "._-"
 
@@ -97,6 +100,7 @@ def training_router(queue: JobQueue, settings: Settings, policy: PathPolicy,
     router = APIRouter()
     registry = Registry.open(settings)
     evaluating = threading.Lock()  # one evaluation at a time: each loads a model
+    recent = _Recent()
 
     async def job(task_id: str) -> JobRecord:
         return await run_in_threadpool(registry.get_job, task_id)
@@ -116,12 +120,14 @@ def training_router(queue: JobQueue, settings: Settings, policy: PathPolicy,
         record = await run_in_threadpool(
             submit_training, training, {"api": "train", "body": body.model_dump()},
             queue=queue, policy=policy, settings=settings)
+        recent.clear()
         return {"task_id": record.id, "status": "queued",
                 "message": f"queued; GET /train/status/{record.id}"}
 
     @router.get("/train/status/{task_id}", tags=["training"])
     async def status(task_id: str) -> dict[str, Any]:
-        return task_view(await job(task_id))
+        return await recent.get(("status", task_id), lambda: task_view(
+            registry.get_job(task_id)))
 
     @router.get("/train/history", tags=["training"])
     async def history(limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -131,29 +137,32 @@ def training_router(queue: JobQueue, settings: Settings, policy: PathPolicy,
         or a finer state; commas join several)."""
         chosen = statuses_for(status)
 
-        def read() -> tuple[list[JobRecord], int]:
-            return (registry.list_jobs(statuses=chosen, limit=limit, offset=offset),
-                    registry.count_jobs(statuses=chosen))
+        def read() -> dict[str, Any]:
+            jobs = registry.list_jobs(statuses=chosen, limit=limit, offset=offset)
+            return {"tasks": [task_view(j) for j in jobs],
+                    "total": registry.count_jobs(statuses=chosen), "limit": limit,
+                    "offset": offset}
 
-        jobs, total = await run_in_threadpool(read)
-        return {"tasks": [task_view(j) for j in jobs], "total": total, "limit": limit,
-                "offset": offset}
+        return await recent.get(("history", limit, offset, chosen), read)
 
     @router.post("/train/{task_id}/stop", tags=["training"])
     async def stop(task_id: str) -> dict[str, Any]:
         """A queued job stops at once; a running one checkpoints at its next step."""
+        recent.clear()
         return task_view(await run_in_threadpool(queue.stop, task_id))
 
     @router.post("/train/{task_id}/resume", tags=["training"])
     async def resume(task_id: str) -> dict[str, Any]:
         """Queue a stopped, interrupted or failed job again; it continues from its newest
         checkpoint."""
+        recent.clear()
         return task_view(await run_in_threadpool(queue.resume, task_id))
 
     @router.delete("/train/{task_id}", tags=["training"])
     async def delete(task_id: str) -> dict[str, Any]:
         """Forget a job that is not running, with its run folder."""
         record = await run_in_threadpool(queue.delete, task_id)
+        recent.clear()
         return {"deleted": record.id}
 
     @router.get("/train/{task_id}/events", tags=["training"])
@@ -262,6 +271,32 @@ def training_router(queue: JobQueue, settings: Settings, policy: PathPolicy,
                              for s in records]}
 
     return router
+
+
+class _Recent:
+    """Answers of the hot read-only endpoints (status, history), kept for RECENT_S.
+
+    Workers write a job's progress at most twice a second, so a 0.3 s old answer shows the
+    same numbers; under many pollers this spares a registry read and a JSON view per request.
+    This server's own writes (submit, stop, resume, delete) clear it. Several requests for
+    the same key while it is read share one read.
+    """
+
+    def __init__(self) -> None:
+        self._answers: dict[Any, tuple[float, asyncio.Future[Any]]] = {}
+
+    def clear(self) -> None:
+        self._answers.clear()
+
+    async def get(self, key: Any, read: Any) -> Any:
+        now = time.monotonic()
+        kept = self._answers.get(key)
+        if kept is None or kept[0] < now or (kept[1].done() and kept[1].exception()):
+            if len(self._answers) > RECENT_MAX:
+                self._answers = {k: v for k, v in self._answers.items() if v[0] >= now}
+            future = asyncio.ensure_future(run_in_threadpool(read))
+            kept = self._answers[key] = (now + RECENT_S, future)
+        return await asyncio.shield(kept[1])
 
 
 # -- uploads -------------------------------------------------------------------------------
