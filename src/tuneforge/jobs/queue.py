@@ -196,10 +196,15 @@ class JobQueue:
             env["TUNEFORGE_DB_URL"] = self.settings.db_url
         if self.settings.runs_dir:
             env["TUNEFORGE_RUNS_DIR"] = str(self.settings.runs_dir)
-        with (run_dir / WORKER_LOG).open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tuneforge.jobs.worker", str(run_dir)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            with (run_dir / WORKER_LOG).open("ab") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "tuneforge.jobs.worker", str(run_dir)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+        except OSError as exc:  # no process, no file: the job cannot start here
+            self.registry.update_job(job.id, status="failed", finished=time.time(),
+                                     error=f"cannot start a worker: {exc}")
+            return
         self.registry.update_job(job.id, worker_pid=process.pid)
         with self._lock:
             self._workers[job.id] = process
