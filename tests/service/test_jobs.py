@@ -134,25 +134,25 @@ def test_cursor_paging_lists_each_job_once(service: Server, tiny_llm_dir: Path) 
 
 def test_stop_and_resume_over_http_continue_to_the_end(service: Server,
                                                        tiny_llm_dir: Path) -> None:
-    task = _train(service, tiny_llm_dir, **(LONG | {"max_steps": 40}))
+    task = _train(service, tiny_llm_dir, **(LONG | {"max_steps": 60}))
     _until(lambda: _steps(service, task) >= 4, what="4 steps")
     stopped = service.http.post(f"/train/{task}/stop").json()
     assert stopped["state"] in ("stopping", "stopped")
     status = wait_for(service, task, ("stopped",))
     at = status["current_step"]
-    assert 0 < at < 40 and status["status"] == "stopped"
+    assert 0 < at < 60 and status["status"] == "stopped"
     assert service.http.post(f"/train/{task}/stop").status_code == 409
 
     resumed = service.http.post(f"/train/{task}/resume")
     assert resumed.status_code == 200 and resumed.json()["status"] == "queued"
     status = wait_for(service, task, ("completed", "failed"))
     assert status["state"] == "completed", status
-    assert status["current_step"] == 40 and status["attempts"] == 2
+    assert status["current_step"] == 60 and status["attempts"] == 2
     assert service.http.post(f"/train/{task}/resume").status_code == 409
 
     log = service.http.get(f"/train/{task}/metrics").json()["log"]
     steps = [r["current_steps"] for r in log if r.get("loss") is not None]
-    assert steps[-1] == 40 and set(range(1, 41)) <= set(steps)  # nothing lost
+    assert steps[-1] == 60 and set(range(1, 61)) <= set(steps)  # nothing lost
     png = service.http.get(f"/train/{task}/loss.png")
     assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
     assert "resum" in service.http.get(f"/train/{task}/logs", params={"tail": 500}).text
@@ -212,7 +212,9 @@ def test_sigkill_and_restart_resume_the_job_and_keep_the_queue(
     args = [f"tiny={tiny_llm_dir}", "--root", str(tiny_llm_dir)]
     first = Server(args, home, cwd=work)
     try:
-        running = _train(first, tiny_llm_dir, **(LONG | {"max_steps": 30}))
+        # enough steps that the worker cannot finish in the second its server's death
+        # takes to notice (progress reaches the registry up to 0.5 s late)
+        running = _train(first, tiny_llm_dir, **(LONG | {"max_steps": 120}))
         waiting = _train(first, tiny_llm_dir, max_steps=2)
         _until(lambda: _steps(first, running) >= 5, what="5 steps")
         first.process.send_signal(signal.SIGKILL)
@@ -224,9 +226,9 @@ def test_sigkill_and_restart_resume_the_job_and_keep_the_queue(
     try:
         status = wait_for(second, running, ("completed", "failed"))
         assert status["state"] == "completed", status
-        assert status["attempts"] == 2 and status["current_step"] == 30
+        assert status["attempts"] == 2 and status["current_step"] == 120
         log = second.http.get(f"/train/{running}/metrics").json()["log"]
-        assert set(range(1, 31)) <= {r["current_steps"] for r in log}
+        assert set(range(1, 121)) <= {r["current_steps"] for r in log}
         assert wait_for(second, waiting, ("completed",))["attempts"] == 1
     finally:
         second.stop()
