@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from tuneforge.errors import UserError
 
@@ -38,6 +40,26 @@ def commit_dir(tmp: Path, path: Path) -> None:
 
         shutil.rmtree(path)
     os.replace(tmp, path)
+
+
+def read_json_lines(path: Path, start: int = 0) -> tuple[list[Any], int]:
+    """The JSON records of the complete lines of `path` after byte `start`, and the offset
+    after them: a line still being written is left for the next call, a line that is not
+    JSON is skipped. ([], start) when the file is absent."""
+    if not path.is_file():
+        return [], start
+    with path.open("rb") as fh:
+        fh.seek(start)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1
+    records = []
+    for line in data[:end].splitlines():
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records, start + end
 
 
 class PathEscapeError(UserError):

@@ -23,7 +23,7 @@ from tuneforge.data.load import load_data
 from tuneforge.errors import ConfigError, NotFoundError, StateError
 from tuneforge.eval.run import evaluate
 from tuneforge.models.sources import resolve_model
-from tuneforge.paths import RunPaths, atomic_write
+from tuneforge.paths import RunPaths, atomic_write, read_json_lines
 from tuneforge.pipeline.base import BaseAction
 from tuneforge.pipeline.configs import (
     CorpusConfig,
@@ -259,16 +259,10 @@ class TrainAction(_RunAction):
 
     def _follow(self, log: Path, seen: int) -> int:
         """Report the complete records appended to `log` after byte `seen`; the new end."""
-        if not log.is_file():
-            return seen
-        with log.open("rb") as fh:
-            fh.seek(seen)
-            data = fh.read()
-        end = data.rfind(b"\n") + 1
-        for line in data[:end].splitlines():
-            if line.strip():
-                self._progress(json.loads(line))
-        return seen + end
+        records, end = read_json_lines(log, seen)
+        for record in records:
+            self._progress(record)
+        return end
 
     def resume(self, **kwargs: Any) -> dict[str, Any]:
         """Train on from the newest complete checkpoint in the run directory."""

@@ -7,8 +7,6 @@ Both faces submit through `submit_training`, so a job made by `POST /train` and 
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,24 +253,6 @@ def statuses_for(status: str | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(chosen))
 
 
-def read_records(path: Path, start: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """The complete JSON lines of `path` after byte `start`, and the offset after them."""
-    if not path.is_file():
-        return [], start
-    with path.open("rb") as fh:
-        fh.seek(start)
-        data = fh.read()
-    end = data.rfind(b"\n") + 1
-    records = []
-    for line in data[:end].splitlines():
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records, start + end
-
-
 def tail(path: Path, lines: int) -> str:
     """The last `lines` lines of a text file ('' when absent)."""
     if not path.is_file():
@@ -283,7 +263,3 @@ def tail(path: Path, lines: int) -> str:
         fh.seek(max(0, size - 256 * 1024))
         data = fh.read().decode("utf-8", errors="replace")
     return "\n".join(data.splitlines()[-lines:]) + "\n" if data else ""
-
-
-def now() -> int:
-    return int(time.time())

@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tuneforge.errors import ConfigError, NotFoundError
 from tuneforge.jobs.queue import JobQueue
-from tuneforge.paths import RunPaths
+from tuneforge.paths import RunPaths, read_json_lines
 from tuneforge.registry import DatasetRecord, JobRecord, Registry
-from tuneforge.server.jobs import Training, read_records, submit_training
+from tuneforge.server.jobs import Training, submit_training
 from tuneforge.server.security import PathPolicy
 from tuneforge.server.training import register_upload, store_upload
 from tuneforge.settings import Settings
@@ -252,7 +252,7 @@ def _job(job: JobRecord) -> dict[str, Any]:
 
 def _events(job: JobRecord) -> list[dict[str, Any]]:
     """The job's events as OpenAI's objects, newest first; ids follow the record order."""
-    records, _ = read_records(RunPaths(Path(job.run_dir)).events)
+    records, _ = read_json_lines(RunPaths(Path(job.run_dir)).events)
     listed = []
     for index, record in enumerate(records):
         data = record.get("data") if isinstance(record.get("data"), dict) else {}
@@ -280,7 +280,7 @@ def _events(job: JobRecord) -> list[dict[str, Any]]:
 
 def _checkpoints(job: JobRecord) -> list[dict[str, Any]]:
     paths = RunPaths(Path(job.run_dir))
-    log, _ = read_records(paths.trainer_log)
+    log, _ = read_json_lines(paths.trainer_log)
     by_step = {r.get("current_steps"): r for r in log}
     listed = []
     for step, folder in checkpoints(paths.checkpoints):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -26,13 +27,12 @@ from tuneforge.config.load import load_run_config
 from tuneforge.errors import ConfigError, NotFoundError, TooLargeError
 from tuneforge.eval.run import evaluate
 from tuneforge.jobs.queue import ENDED, WORKER_LOG, JobQueue
-from tuneforge.paths import RunPaths, atomic_dir, commit_dir
+from tuneforge.paths import RunPaths, atomic_dir, commit_dir, read_json_lines
 from tuneforge.registry import DatasetRecord, JobRecord, Registry
 from tuneforge.server.jobs import (
     Training,
     check_data,
     data_stage,
-    read_records,
     statuses_for,
     submit_training,
     tail,
@@ -194,7 +194,7 @@ def training_router(queue: JobQueue, settings: Settings, policy: PathPolicy,
         paths = RunPaths(Path(record.run_dir))
 
         def read() -> dict[str, Any]:
-            log, _ = read_records(paths.trainer_log)
+            log, _ = read_json_lines(paths.trainer_log)
             report = paths.root / "eval" / "report.json"
             evaluation = json.loads(report.read_text(encoding="utf-8")) \
                 if report.is_file() else None
@@ -332,8 +332,6 @@ async def store_upload(upload: UploadFile, settings: Settings, limit: int,
                 fh.write(chunk)
         commit_dir(tmp, final.parent)
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
@@ -346,8 +344,6 @@ def register_upload(path: Path, name: str | None, settings: Settings) -> Dataset
     Raises:
         DataError: a record training could not use.
     """
-    import shutil
-
     try:
         stage = data_stage(path)
         records = check_data(path, None, stage, strict=True)
@@ -371,7 +367,7 @@ async def _event_stream(registry: Registry, job: JobRecord) -> AsyncIterator[str
     offset, seen = 0, None
     while True:
         current = await run_in_threadpool(_job_or_none, registry, job.id)
-        records, offset = await run_in_threadpool(read_records, paths.events, offset)
+        records, offset = await run_in_threadpool(read_json_lines, paths.events, offset)
         for record in records:
             data = record.get("data") if isinstance(record.get("data"), dict) else {}
             if record.get("action_id") == "train" and "current_steps" in data:

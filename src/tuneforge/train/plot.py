@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+
+from tuneforge.paths import read_json_lines
 
 
 def read_log(path: Path) -> list[dict[str, float]]:
     """The records of a trainer_log.jsonl; a truncated last line is ignored."""
-    records = []
-    if not path.is_file():
-        return records
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    return read_json_lines(path)[0]
 
 
 def smooth(values: list[float], weight: float | None = None) -> list[float]:
