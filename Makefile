@@ -22,6 +22,8 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 # Debian's chromium, for the dashboard's browser tests (tests/service/test_dashboard.py;
 # Playwright's own browser download cannot work offline): only as root with apt-get.
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (apt-get install -y --no-install-recommends chromium || (apt-get update && apt-get install -y --no-install-recommends chromium)) ; } || true
+# Debian's Slurm, for the one-node cluster of tests/jobs/test_launchers.py: only as root
+	command -v slurmctld >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (apt-get install -y --no-install-recommends slurmctld slurmd slurm-client || (apt-get update && apt-get install -y --no-install-recommends slurmctld slurmd slurm-client)) ; } || true
 	touch $@
 
 demo: $(VENV)/.installed

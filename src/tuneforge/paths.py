@@ -42,6 +42,25 @@ def commit_dir(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def copy_dir_atomic(source: Path, target: Path) -> Path:
+    """Copy the folder `source` to `target`, whole or not at all (built in a temporary
+    sibling, then renamed), hard-linking files where the file system allows it."""
+    import os
+    import shutil
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another file system, or links not allowed
+            shutil.copy2(src, dst)
+
+    tmp = atomic_dir(target)
+    shutil.rmtree(tmp)
+    shutil.copytree(source, tmp, copy_function=link_or_copy)
+    commit_dir(tmp, target)
+    return target
+
+
 def read_json_lines(path: Path, start: int = 0) -> tuple[list[Any], int]:
     """The JSON records of the complete lines of `path` after byte `start`, and the offset
     after them: a line still being written is left for the next call, a line that is not

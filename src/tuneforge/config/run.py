@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, model_validator
 
 from tuneforge.config._base import Section
@@ -11,6 +13,7 @@ from tuneforge.config.model import ModelConfig
 from tuneforge.config.output import OutputConfig
 from tuneforge.config.train import MethodConfig, TrainingConfig
 
+ENCODER_STAGES = ("embedding", "rerank")
 SECTIONS: dict[str, type[Section]] = {
     "model": ModelConfig,
     "data": DataConfig,
@@ -92,6 +95,28 @@ class RunConfig(Section):
                 f"method.stage={self.method.stage} does not accept data.train_on_prompt=true; "
                 "preference stages score the responses only, so drop train_on_prompt"
             )
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encoders_default_to_full(cls, data: Any) -> Any:
+        # FlagEmbedding and sentence-transformers fine-tune every weight of a small encoder,
+        # and the served encoders load whole models: full is these stages' default method
+        method = data.get("method") if isinstance(data, dict) else None
+        if isinstance(method, MethodConfig):
+            if method.stage in ENCODER_STAGES and "finetuning_type" not in method.model_fields_set:
+                return {**data, "method": method.model_copy(update={"finetuning_type": "full"})}
+        elif isinstance(method, dict) and method.get("stage") in ENCODER_STAGES:
+            return {**data, "method": {"finetuning_type": "full", **method}}
+        return data
+
+    @model_validator(mode="after")
+    def _encoders_train_whole(self) -> RunConfig:
+        if self.method.stage in ENCODER_STAGES and self.method.finetuning_type != "full":
+            raise ValueError(
+                f"method.stage={self.method.stage} trains the whole encoder; got "
+                f"method.finetuning_type={self.method.finetuning_type}, expected full (or "
+                "leave it out)")
         return self
 
     @model_validator(mode="after")

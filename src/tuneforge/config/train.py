@@ -44,6 +44,46 @@ class MethodConfig(Section):
     pref_loss: Literal["sigmoid", "hinge", "ipo", "orpo"] = Field(
         default="sigmoid", description="Preference loss."
     )
+    embedding_loss: Literal["mnrl", "cached_mnrl"] = Field(
+        default="mnrl",
+        description="embedding: in-batch negatives plus each query's hard negatives "
+        "(sentence-transformers' MultipleNegativesRankingLoss), or its cached variant, which "
+        "takes large batches in mini_batch_size pieces (GradCache).",
+    )
+    rerank_loss: Literal["listwise", "pointwise"] = Field(
+        default="listwise",
+        description="rerank: listwise (softmax over each query's passages, ListNet) or "
+        "pointwise (binary cross-entropy per query/passage pair).",
+    )
+    temperature: float = Field(
+        default=0.05, gt=0, le=1,
+        description="embedding: softmax temperature of the contrastive loss (scale = 1 / "
+        "temperature; FlagEmbedding's 0.02 is sharper).",
+    )
+    train_group_size: int = Field(
+        default=4, ge=1,
+        description="embedding/rerank: passages per query in a step, as in FlagEmbedding: one "
+        "positive and train_group_size - 1 negatives (the record's hard negatives, then mined "
+        "ones, then passages of other queries).",
+    )
+    query_instruction: str | None = Field(
+        default=None,
+        description="embedding: instruction put before every query (FlagEmbedding's "
+        "query_instruction_for_retrieval), saved as the model's `query` prompt.",
+    )
+    mine_hard_negatives: int = Field(
+        default=0, ge=0,
+        description="embedding/rerank: mine this many hard negatives per query with the base "
+        "embedding model before training (0: off).",
+    )
+    mining_corpus: str | None = Field(
+        default=None,
+        description="Passages to mine hard negatives from: a .txt file (one per line) or "
+        "JSON/JSONL with a `text` field; default every passage of the training data.",
+    )
+    mini_batch_size: int = Field(
+        default=32, ge=1, description="embedding_loss=cached_mnrl: texts per forward pass."
+    )
 
     _split = field_validator("lora_target", "freeze_trainable_modules", mode="before")(split_commas)
 

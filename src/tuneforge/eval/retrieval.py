@@ -18,6 +18,9 @@ FlagEmbedding's JSONL rows `{"query", "pos": [...], "neg": [...]}` or `{"query",
 "label"}` rows; each query's candidates are scored together (EncoderEngine.rerank: a
 cross-encoder, or cosine for an embedding model) and metrics.rerank_scores gives MRR and
 nDCG@10. Candidates are listed least relevant first, so a tie counts against the model.
+An embedding model scored on the held-out part of a split (a fine-tune's eval split) is
+scored as retrieval instead: its held-out queries over every passage of the dataset (a
+query's few candidates alone, often just its positive, would rank trivially).
 """
 
 from __future__ import annotations
@@ -130,8 +133,12 @@ def load_encoder_task(config: RunConfig, options: EvalConfig, model_kind: str) -
         bundle = load_data(data.model_copy(update={"strict": True}), stage="rerank",
                            seed=config.training.seed)
         is_split = data.eval_split_ratio > 0 or bool(data.eval_dataset)
-        task = EncoderTask("rerank", RERANK_METRICS,
-                           rerank=rerank_queries(bundle.eval if is_split else bundle.train))
+        if is_split and model_kind == "embedding":  # a fine-tune's held-out queries
+            task = EncoderTask("retrieval", RETRIEVAL_METRICS,
+                               retrieval=pooled_retrieval_set(bundle.eval, bundle.train))
+        else:
+            task = EncoderTask("rerank", RERANK_METRICS,
+                               rerank=rerank_queries(bundle.eval if is_split else bundle.train))
     bad = [m for m in options.metrics if m not in task.metrics]
     if bad:
         raise ConfigError.one(
@@ -197,6 +204,22 @@ def read_retrieval_set(path: Path, max_queries: int | None = None) -> RetrievalS
         qrels = dict(list(qrels.items())[:max_queries])
     return RetrievalSet({k: v for k, v in queries.items() if v is not None},
                         {k: v for k, v in corpus.items() if v is not None}, qrels)
+
+
+def pooled_retrieval_set(held: Sequence[Example], rest: Sequence[Example]) -> RetrievalSet:
+    """The held-out queries of a split searched over every passage of the dataset (both
+    parts): a query's relevant passages are its positives (label > 0)."""
+    ids: dict[str, str] = {}
+    qids: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for number, ex in enumerate([*held, *rest]):
+        assert isinstance(ex, RerankExample)
+        doc = ids.setdefault(ex.passage, f"d{len(ids)}")
+        if number < len(held) and ex.label > 0:
+            qid = qids.setdefault(ex.query, f"q{len(qids)}")
+            qrels.setdefault(qid, {})[doc] = max(1, int(ex.label))
+    return RetrievalSet({qid: query for query, qid in qids.items()},
+                        {doc: text for text, doc in ids.items()}, qrels)
 
 
 def rerank_queries(examples: Sequence[Example]) -> list[RerankQuery]:

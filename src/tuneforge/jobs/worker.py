@@ -7,6 +7,10 @@ logged step (at most twice a second), then the final status. SIGTERM or SIGINT s
 the next step boundary; so does the death of the server that started it (then the job ends
 `interrupted`, and the next server resumes it).
 
+A run prepared outside the service (a launcher's: `tuneforge.launchers`, under Slurm, Ray or
+on this machine) has no job row: the worker then just resumes the trainer to its end, with
+the same signals, and exits 0 when it completed (or stopped), 1 when it failed.
+
 When the training wrote a PEFT adapter, it is also placed at `<output_dir>/lora_adapter`
 (the REST-service seed's layout; a full model goes to `<output_dir>/model`), hard-linked
 where the file system allows it.
@@ -16,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -25,8 +28,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from tuneforge.errors import NotFoundError
 from tuneforge.jobs.queue import ACTIVE, READY, SERVER_PID_ENV
-from tuneforge.paths import atomic_dir, commit_dir
+from tuneforge.paths import copy_dir_atomic
 from tuneforge.pipeline.consts import ActionState
 from tuneforge.pipeline.event import Event, EventHandler
 from tuneforge.pipeline.trainers import FinetuneTrainer
@@ -91,27 +95,39 @@ def _seconds(clock: Any) -> float | None:
 def publish_output(output: dict[str, Any], target: Path) -> Path:
     """Place the run's output at target/lora_adapter (an adapter) or target/model, whole or
     not at all (built in a temporary sibling, then renamed)."""
-    source = Path(output["output_dir"])
     final = target / ("lora_adapter" if output.get("adapter") else "model")
-    tmp = atomic_dir(final)
-    shutil.rmtree(tmp)
-    shutil.copytree(source, tmp, copy_function=_link_or_copy)
-    commit_dir(tmp, final)
-    return final
+    return copy_dir_atomic(Path(output["output_dir"]), final)
 
 
-def _link_or_copy(source: str, destination: str) -> None:
+def run_standalone(run_dir: Path, settings: Settings) -> int:
+    """Resume the trainer of `run_dir` (no job row: a launcher started this process) to its
+    end or a stop; 0 unless it failed."""
+    trainer = FinetuneTrainer.load(run_dir, settings=settings)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        logger.warning("%s: stopping at the next step", signal.Signals(signum).name)
+        trainer.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
     try:
-        os.link(source, destination)
-    except OSError:  # another file system, or links not allowed
-        shutil.copy2(source, destination)
+        if trainer.ppl.current is not None or trainer.ppl.output is None:
+            trainer.resume()
+    except Exception:
+        logger.exception("run %s failed", run_dir.name)
+        return 1
+    logger.info("run %s: %s", run_dir.name, trainer.status)
+    return 0
 
 
 def run(run_dir: Path, settings: Settings) -> int:
     """Run the job of `run_dir` to its end, a stop or an interruption; the exit status."""
     job_id = run_dir.name
     registry = Registry.open(settings)
-    job = registry.get_job(job_id)
+    try:
+        job = registry.get_job(job_id)
+    except NotFoundError:  # prepared by a launcher, not by the service's queue
+        return run_standalone(run_dir, settings)
     progress = _Progress(registry, job_id)
     progress.latest = dict(job.progress)
     trainer = FinetuneTrainer.load(run_dir, progress, settings=settings)

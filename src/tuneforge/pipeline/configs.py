@@ -104,11 +104,15 @@ class DeployConfig(_Config):
             raise ValueError(str(exc)) from None
 
 
+# extras that set the held-out share themselves (LLaMA-Factory's val_size, the canonical name)
+SPLIT_KEYS = ("val_size", "eval_split_ratio")
+
+
 def run_values(train_config: TrainConfig | None = None, dataset: DatasetConfig | None = None,
                corpus_config: CorpusConfig | None = None) -> dict[str, Any]:
     """The RunConfig values of a trainer's configs, as Qianfan combines them: the held-out
     share is DatasetConfig's `eval_split_ratio` when a DatasetConfig is given, else
-    TrainConfig's `trainset_rate` (20 by default).
+    TrainConfig's `trainset_rate` (20 by default, unless `extras` set val_size).
 
     Raises:
         ConfigError: both set it, to different values.
@@ -124,7 +128,8 @@ def run_values(train_config: TrainConfig | None = None, dataset: DatasetConfig |
                 field="trainset_rate", source="TrainConfig")
         values.pop("trainset_rate", None)
         values |= dataset.run_values()
-    else:
+    elif "trainset_rate" in train_config.model_fields_set or not any(
+            key in (train_config.extras or {}) for key in SPLIT_KEYS):
         values.setdefault("trainset_rate", train_config.trainset_rate)
     if corpus_config is not None:
         values["corpus_config"] = corpus_config.model_dump()

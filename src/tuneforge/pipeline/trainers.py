@@ -1,5 +1,6 @@
 """Trainers: preset pipelines of the fine-tuning actions (Qianfan's LLMFinetune,
-PostPreTrain, and the reward-model and DPO stages), run synchronously on this machine.
+PostPreTrain, the reward-model and DPO stages, EmbeddingFinetune and RerankerFinetune), run
+synchronously on this machine.
 
 A trainer is a run: `runs/<run_id>/` holds the training files (config.yaml, state.json,
 trainer_log.jsonl, checkpoints/, output/), plus trainer.json (what the trainer was built
@@ -7,8 +8,8 @@ from), pipeline.json (where the pipeline stands, rewritten atomically at every a
 start and end) and events.jsonl (every event, in order). `Trainer.load(run_id)` builds the
 trainer again from these, so `resume()` finishes a run whose process died.
 
-Pipeline: load_dataset -> train -> evaluate (sft and pt) -> publish -> deploy (with a
-DeployConfig). Evaluating before publishing puts the eval metrics on the model version.
+Pipeline: load_dataset -> train -> evaluate (sft, pt, embedding, rerank) -> publish -> deploy
+(with a DeployConfig). Evaluating before publishing puts the eval metrics on the model version.
 """
 
 from __future__ import annotations
@@ -404,8 +405,24 @@ class DPO(FinetuneTrainer):
     evaluates = False
 
 
+class EmbeddingFinetune(FinetuneTrainer):
+    """An embedding model fine-tuned on FlagEmbedding's {query, pos, neg} rows, with
+    in-batch and hard negatives (sentence-transformers); evaluated by retrieval (recall@k,
+    MRR, nDCG@10) on its held-out queries; served on /v1/embeddings."""
+
+    stage = "embedding"
+
+
+class RerankerFinetune(FinetuneTrainer):
+    """A cross-encoder reranker fine-tuned on {query, pos, neg} or {query, passage, label}
+    rows (listwise or pointwise); evaluated by MRR and nDCG@10; served on /v1/rerank."""
+
+    stage = "rerank"
+
+
 TRAINERS: dict[str, type[FinetuneTrainer]] = {
-    t.__name__: t for t in (LLMFinetune, PostPreTrain, RewardModel, DPO)}
+    t.__name__: t for t in (LLMFinetune, PostPreTrain, RewardModel, DPO, EmbeddingFinetune,
+                            RerankerFinetune)}
 
 
 def _check_model(model: str, field: str, source: str, settings: Settings) -> None:

@@ -22,7 +22,15 @@ from tuneforge.data.read import read_rows
 from tuneforge.errors import ConfigError, DataError, ForbiddenError
 from tuneforge.jobs.queue import JobQueue
 from tuneforge.pipeline.configs import TrainConfig
-from tuneforge.pipeline.trainers import DPO, FinetuneTrainer, LLMFinetune, PostPreTrain, RewardModel
+from tuneforge.pipeline.trainers import (
+    DPO,
+    EmbeddingFinetune,
+    FinetuneTrainer,
+    LLMFinetune,
+    PostPreTrain,
+    RerankerFinetune,
+    RewardModel,
+)
 from tuneforge.registry import JobRecord
 from tuneforge.server.security import PathPolicy
 from tuneforge.settings import Settings
@@ -34,8 +42,10 @@ PUBLIC_STATUS = {"queued": "queued", "running": "running", "stopping": "running"
 STATES_OF = {public: tuple(s for s, p in PUBLIC_STATUS.items() if p == public)
              for public in set(PUBLIC_STATUS.values())}
 STAGES: dict[str, type[FinetuneTrainer]] = {
-    "sft": LLMFinetune, "pt": PostPreTrain, "rm": RewardModel, "dpo": DPO}
-KIND_STAGE = {"pt": "pt", "sft": "sft", "pairwise": "dpo"}
+    "sft": LLMFinetune, "pt": PostPreTrain, "rm": RewardModel, "dpo": DPO,
+    "embedding": EmbeddingFinetune, "rerank": RerankerFinetune}
+KIND_STAGE = {"pt": "pt", "sft": "sft", "pairwise": "dpo", "embedding": "embedding",
+              "rerank": "rerank"}
 # RunConfig options that name files or folders: they must stay inside the roots too
 PATH_OPTIONS = ("dataset_dir", "resume_from_checkpoint", "adapter_name_or_path", "deepspeed",
                 "tokenizer_name_or_path", "media_dir", "cache_dir", "logging_dir",
@@ -93,7 +103,11 @@ def submit_training(training: Training, request: dict[str, Any], *, queue: JobQu
     output_dir = policy.path(training.output_dir, "output_dir") \
         if training.output_dir else None
     stage = training.stage if training.stage != "auto" else data_stage(dataset)
-    if not any(key in options for key in ("lora_config", *LORA_KEYS.values())):
+    if stage not in STAGES:
+        raise ConfigError.one(f"expected one of {', '.join(STAGES)} or auto, got {stage!r}",
+                              field="stage", source="request")
+    if stage not in ("embedding", "rerank") and not any(
+            key in options for key in ("lora_config", *LORA_KEYS.values())):
         for key, value in lora_defaults(policy.base).items():
             options.setdefault(key, value)
     split: dict[str, Any] = {}
@@ -121,10 +135,11 @@ def submit_training(training: Training, request: dict[str, Any], *, queue: JobQu
 
 def data_stage(dataset: Path) -> str:
     """The stage the data is for: plain text -> pt, conversations -> sft, chosen/rejected
-    pairs -> dpo.
+    pairs -> dpo, FlagEmbedding's {query, pos, neg} -> embedding, {query, passage, label}
+    -> rerank.
 
     Raises:
-        DataError: the data is empty or of a kind no causal-LM stage trains on.
+        DataError: the data is empty or of a kind no stage trains on.
     """
     first = next(_first_rows(dataset), None)
     if first is None:
@@ -133,8 +148,9 @@ def data_stage(dataset: Path) -> str:
     row, location = first
     kind = infer_spec(row).kind
     if kind not in KIND_STAGE:
-        raise DataError.one(f"holds {kind} records; a causal LM trains on text (pt), "
-                            "conversations (sft) or chosen/rejected pairs (dpo)",
+        raise DataError.one(f"holds {kind} records; expected text (pt), conversations "
+                            "(sft), chosen/rejected pairs (dpo) or query/passage rows "
+                            "(embedding, rerank)",
                             file=location.file, line=location.line, field="dataset_path")
     return KIND_STAGE[kind]
 

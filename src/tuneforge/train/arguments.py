@@ -75,8 +75,10 @@ def training_arguments(config: RunConfig, output_dir: Path, *, has_eval: bool, d
         disable_tqdm=True,  # the callback reports progress
         remove_unused_columns=False,
         # padding-free causal-LM batches hold no padding: every token is counted
-        include_num_input_tokens_seen="all" if config.data.padding_free
-        and config.method.stage in ("pt", "sft") else "non_padding",
+        # (encoders: sentence-transformers' batches hold texts or per-column ids: not counted)
+        include_num_input_tokens_seen="no" if config.method.stage in ("embedding", "rerank")
+        else "all" if config.data.padding_free and config.method.stage in ("pt", "sft")
+        else "non_padding",
         prediction_loss_only=True,  # evaluation needs the loss, not every logit
         **extra,
     )

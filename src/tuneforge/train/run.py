@@ -23,6 +23,7 @@ from tuneforge.train.distributed import (
     launched_world_size,
     wait_for_everyone,
 )
+from tuneforge.train.encoder import run_embedding, run_reranker
 from tuneforge.train.events import EventLog
 from tuneforge.train.plot import plot_losses
 from tuneforge.train.preference import run_dpo, run_kto, run_reward_model
@@ -31,7 +32,7 @@ from tuneforge.train.stopping import StopRequest
 
 logger = logging.getLogger(__name__)
 RECIPES = {"pt": run_causal_lm, "sft": run_causal_lm, "rm": run_reward_model, "dpo": run_dpo,
-           "kto": run_kto}
+           "kto": run_kto, "embedding": run_embedding, "rerank": run_reranker}
 
 
 @dataclass(frozen=True)

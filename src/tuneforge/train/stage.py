@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.config.run import RunConfig
-from tuneforge.data.load import load_data
+from tuneforge.data.load import DataBundle, load_data
 from tuneforge.data.tokenize import TokenizedData, TokenizeOptions, tokenize_examples
 from tuneforge.data.tokenizer import load_tokenizer
 from tuneforge.errors import DataError
@@ -68,17 +68,10 @@ def prepare_stage(config: RunConfig, paths: RunPaths, settings: Settings,
     """
     from transformers.utils import logging as hf_logging
 
-    from tuneforge.models.sources import resolve_model
-
     device = check_hardware(config)
     hf_logging.disable_progress_bar()  # progress is ours: the callback's trainer_log records
     with main_process_first():  # rank 0 fills the model and token caches, the others read
-        bundle = load_data(config.data, stage=config.method.stage, seed=config.training.seed)
-        if is_main_process():
-            atomic_write(paths.data_report,
-                         json.dumps(bundle.report(), indent=2, ensure_ascii=False))
-        model_dir = resolve_model(config.model.name_or_path or "", settings,
-                                  trust_remote_code=config.model.trust_remote_code)
+        bundle, model_dir = load_stage_data(config, paths, settings)
         tokenizer = load_tokenizer(config.model.tokenizer or str(model_dir), settings.cache)
         options = options or TokenizeOptions.from_config(config)
         tokenize = dict(cache_dir=settings.cache, overwrite_cache=config.data.overwrite_cache)
@@ -95,6 +88,21 @@ def prepare_stage(config: RunConfig, paths: RunPaths, settings: Settings,
     return StageInputs(device, model_dir, tokenizer, train_data, eval_data)
 
 
+def load_stage_data(config: RunConfig, paths: RunPaths, settings: Settings
+                    ) -> tuple[DataBundle, Path]:
+    """The stage's records (their report written under `paths` by rank 0) and the model
+    folder; call it inside `main_process_first()` under several processes."""
+    from tuneforge.models.sources import resolve_model
+
+    bundle = load_data(config.data, stage=config.method.stage, seed=config.training.seed)
+    if is_main_process():
+        atomic_write(paths.data_report, json.dumps(bundle.report(), indent=2,
+                                                   ensure_ascii=False))
+    model_dir = resolve_model(config.model.name_or_path or "", settings,
+                              trust_remote_code=config.model.trust_remote_code)
+    return bundle, model_dir
+
+
 def run_callbacks(config: RunConfig, paths: RunPaths, stop: StopRequest,
                   progress: Progress | None, *, has_eval: bool) -> tuple[RunCallback, list[Any]]:
     """Our callback (trainer_log.jsonl, stop, checkpoint marks) and early stopping if asked."""
@@ -108,9 +116,14 @@ def run_callbacks(config: RunConfig, paths: RunPaths, stop: StopRequest,
 
 
 def train_and_save(trainer: Trainer, callback: RunCallback, config: RunConfig, paths: RunPaths,
-                   inputs: StageInputs) -> TrainResult:
+                   inputs: StageInputs | None = None, *, has_eval: bool = False
+                   ) -> TrainResult:
     """Train (from the checkpoint `config` resumes, if any), evaluate, then save output/ whole:
-    the weights or adapter, the tokenizer and the template the data was rendered with."""
+    the weights or adapter, the tokenizer and the template the data was rendered with.
+
+    `inputs`: a tokenising recipe's (its tokenizer and template are saved with the model);
+    an encoder recipe passes none (sentence-transformers saves its own) and says `has_eval`.
+    """
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
@@ -124,12 +137,14 @@ def train_and_save(trainer: Trainer, callback: RunCallback, config: RunConfig, p
     if callback.stopped:
         return TrainResult("stopped", step, None, checkpoint, dict(result.metrics))
     metrics = dict(result.metrics)
-    if inputs.eval is not None:
+    if (inputs.eval is not None) if inputs is not None else has_eval:
         metrics.update(trainer.evaluate())
     staging = shared_atomic_dir(paths.output)  # the output appears whole or not at all
     trainer.save_model(str(staging))  # every rank: DeepSpeed / FSDP gather the weights here
     if is_main_process():
-        inputs.tokenizer.save_pretrained(str(staging))
-        atomic_write(staging / TEMPLATE_FILE, json.dumps(inputs.train.template, indent=2) + "\n")
+        if inputs is not None:
+            inputs.tokenizer.save_pretrained(str(staging))
+            atomic_write(staging / TEMPLATE_FILE,
+                         json.dumps(inputs.train.template, indent=2) + "\n")
         commit_dir(staging, paths.output)
     return TrainResult("completed", step, paths.output, checkpoint, metrics)

@@ -1,6 +1,7 @@
 """The SDK face, with Qianfan's `qianfan.trainer` names: trainers (LLMFinetune, PostPreTrain,
-RewardModel, DPO), the actions they chain, Model and Service, configs, constants and events.
-Everything runs on this machine; ids are the local registry's."""
+RewardModel, DPO, EmbeddingFinetune, RerankerFinetune), the actions they chain, Model and
+Service, configs, constants and events. Everything runs on this machine; ids are the local
+registry's."""
 
 from tuneforge.pipeline.actions import (
     DeployAction,
@@ -27,11 +28,19 @@ from tuneforge.pipeline.consts import (
 )
 from tuneforge.pipeline.event import Event, EventHandler, dispatch_event
 from tuneforge.pipeline.services import Model, Service
-from tuneforge.pipeline.trainers import DPO, LLMFinetune, PostPreTrain, RewardModel, Trainer
+from tuneforge.pipeline.trainers import (
+    DPO,
+    EmbeddingFinetune,
+    LLMFinetune,
+    PostPreTrain,
+    RerankerFinetune,
+    RewardModel,
+    Trainer,
+)
 
 __all__ = ["DPO", "ActionState", "BaseAction", "CorpusConfig", "CorpusConfigItem",
-           "DatasetConfig", "DeployAction", "DeployConfig", "DeployPoolType",
+           "DatasetConfig", "DeployAction", "DeployConfig", "DeployPoolType", "EmbeddingFinetune",
            "EvaluateAction", "Event", "EventHandler", "FinetuneStatus", "LLMFinetune",
            "LoadDataSetAction", "Model", "ModelPublishAction", "PeftType", "Pipeline",
-           "PostPreTrain", "RewardModel", "Service", "ServiceStatus", "ServiceType", "TrainAction",
-           "TrainConfig", "Trainer", "dispatch_event"]
+           "PostPreTrain", "RerankerFinetune", "RewardModel", "Service", "ServiceStatus",
+           "ServiceType", "TrainAction", "TrainConfig", "Trainer", "dispatch_event"]
