@@ -82,8 +82,8 @@ def test_unknown_tokenizer_is_a_user_error(chat_file, capsys) -> None:
 
 def test_demo_trains_and_compares_held_out_answers(tiny_llm_dir: Path, capsys) -> None:
     """The demo's whole flow on the tiny model (the real model runs in `make demo`)."""
-    code, out, err = run(["demo", "--model", str(tiny_llm_dir), "--max_steps", "2",
-                          "--cutoff_len", "64"], capsys)
+    code, out, err = run(["demo", "--model", str(tiny_llm_dir), "--no-embedding",
+                          "--max_steps", "2", "--cutoff_len", "64"], capsys)
     assert code == 0, err
     assert "held-out questions: before -> after training" in out
     assert "Who are you, exactly?" in out and "answers with the new identity: before" in out

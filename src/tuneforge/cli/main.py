@@ -195,16 +195,29 @@ def demo(
     model: Annotated[str, typer.Option(help="The model to teach the new identity.")] = (
         "smollm2-135m-instruct"
     ),
+    embedding: Annotated[bool, typer.Option(
+        "--embedding/--no-embedding",
+        help="Then fine-tune all-MiniLM-L6-v2 on the shipped FAQ and compare retrieval "
+        "before and after.")] = True,
 ) -> None:
     """Run the main job on the embedded defaults: LoRA-tune SmolLM2-135M-Instruct on the
-    shipped identity dataset and compare held-out answers before and after. Extra --key value
-    flags change the training settings, as for `tuneforge train`."""
+    shipped identity dataset and compare held-out answers before and after; then fine-tune
+    the embedding model on the shipped FAQ and compare recall@5 and MRR on held-out
+    questions. Extra --key value flags change the LLM's training settings, as for
+    `tuneforge train`."""
     from tuneforge.train.demo import demo_config, run_demo
 
     config = demo_config(model, overrides=list(ctx.args))
     with render.training_progress() as progress:
         result = run_demo(Settings(), config, progress=progress, on_stage=render.print_stage)
     render.print_demo(result)
+    if embedding:
+        from tuneforge.eval.faq_demo import run_faq_demo
+
+        render.print_stage("fine-tuning minilm-l6-v2 on the FAQ's 400 training questions")
+        with render.training_progress() as progress:
+            report = run_faq_demo(Settings(), progress)
+        render.print_eval(report)
 
 
 @app.command("eval", short_help="Score a model or fine-tune (loss, text metrics, choice); report.")

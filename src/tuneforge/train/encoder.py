@@ -21,10 +21,10 @@ in-batch negatives are anyway). Token counts are not measured for these stages.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
-import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,22 +112,13 @@ def prepare_encoder_stage(config: RunConfig, paths: RunPaths, settings: Settings
     return EncoderInputs(device, model_dir, train, held or None)
 
 
-@contextlib.contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """sentence-transformers' own tqdm bars (mining, the model card's "widget examples")
-    off while a recipe runs: progress is the callback's. tqdm reads TQDM_DISABLE per bar."""
-    before = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = before
+def _quietly() -> contextlib.AbstractContextManager[Any]:
+    """sentence-transformers draws tqdm bars that no setting turns off (mining's encode, the
+    model card's "widget examples"): send them nowhere; progress is the callback's. Log
+    handlers keep the stream they were given, so no log line is lost."""
+    return contextlib.redirect_stderr(io.StringIO())
 
 
-@_no_progress_bars()
 def run_embedding(config: RunConfig, paths: RunPaths, settings: Settings, stop: StopRequest,
                   progress: Progress | None = None) -> TrainResult:
     """Fine-tune an embedding model on query/passage groups as `config` says."""
@@ -160,12 +151,12 @@ def run_embedding(config: RunConfig, paths: RunPaths, settings: Settings, stop: 
                               # a text twice in a batch would be its own false negative
                               batch_sampler=BatchSamplers.NO_DUPLICATES)
     callback, callbacks = run_callbacks(config, paths, stop, progress, has_eval=held is not None)
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
-                                         eval_dataset=held, loss=loss, callbacks=callbacks)
+    with _quietly():
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
+                                             eval_dataset=held, loss=loss, callbacks=callbacks)
     return train_and_save(trainer, callback, config, paths, has_eval=held is not None)
 
 
-@_no_progress_bars()
 def run_reranker(config: RunConfig, paths: RunPaths, settings: Settings, stop: StopRequest,
                  progress: Progress | None = None) -> TrainResult:
     """Fine-tune a cross-encoder reranker (one relevance score) as `config` says."""
@@ -198,8 +189,9 @@ def run_reranker(config: RunConfig, paths: RunPaths, settings: Settings, stop: S
     args = training_arguments(config, paths.checkpoints, has_eval=held is not None,
                               device=inputs.device, cls=Arguments)
     callback, callbacks = run_callbacks(config, paths, stop, progress, has_eval=held is not None)
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train,
-                                  eval_dataset=held, loss=loss, callbacks=callbacks)
+    with _quietly():
+        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train,
+                                      eval_dataset=held, loss=loss, callbacks=callbacks)
     return train_and_save(trainer, callback, config, paths, has_eval=held is not None)
 
 
@@ -221,10 +213,12 @@ def mine_negatives(model: Any, groups: Sequence[QueryGroup], config: RunConfig
     corpus = read_corpus(config.method.mining_corpus) if config.method.mining_corpus else \
         sorted({p for g in groups for p, _ in g.positives} | {n for g in groups
                                                               for n in g.negatives})
-    found = mine_hard_negatives(
-        pairs, model, anchor_column_name="query", positive_column_name="passage",
-        corpus=corpus, num_negatives=config.method.mine_hard_negatives, relative_margin=0.05,
-        sampling_strategy="top", output_format="labeled-list", batch_size=64, verbose=False)
+    with _quietly():
+        found = mine_hard_negatives(
+            pairs, model, anchor_column_name="query", positive_column_name="passage",
+            corpus=corpus, num_negatives=config.method.mine_hard_negatives,
+            relative_margin=0.05, sampling_strategy="top", output_format="labeled-list",
+            batch_size=64, verbose=False)
     mined: dict[str, list[str]] = {}
     for query, passages, labels in zip(found["query"], found["passage"], found["labels"],
                                        strict=True):
