@@ -155,3 +155,12 @@ def test_reranker_finetune_is_an_sdk_trainer(tiny_bert_dir: Path, tmp_path: Path
     trainer.run()
     assert trainer.status == "ModelPublished", trainer.result
     assert encoder_kind(Path(trainer.output["output_dir"])) == "rerank"
+
+
+def test_the_training_service_picks_the_encoder_stage_from_the_data(tmp_path: Path) -> None:
+    from tuneforge.server.jobs import data_stage
+
+    pairs = write_rows(tmp_path / "pairs.jsonl", ROWS)
+    labelled = write_rows(tmp_path / "labelled.jsonl",
+                          [{"query": "q", "passage": "p", "label": 1}])
+    assert (data_stage(pairs), data_stage(labelled)) == ("embedding", "rerank")
