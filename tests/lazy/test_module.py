@@ -136,3 +136,13 @@ def test_lazyllm_names_are_reachable_from_the_package() -> None:
     assert callable(names["launchers"].sco)
     with pytest.raises(AttributeError):
         tuneforge.nothing  # noqa: B018
+
+
+def test_without_a_finetune_method_the_model_decides_the_stage(tiny_embedder_dir: Path,
+                                                               tmp_path: Path) -> None:
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"query": p.split()[0], "pos": [p]}) + "\n"
+                            for p in PASSAGES), encoding="utf-8")
+    module = TrainableModule(str(tiny_embedder_dir)).mode("finetune").trainset(data).update()
+    assert module.trainer is not None and module.trainer.stage == "embedding"
+    assert len(module("paris")) == 32

@@ -178,7 +178,8 @@ class TrainableModule:
         if self._trainset is None:
             raise ConfigError.one("expected training data: call .trainset(path) first",
                                   field="trainset", source=SOURCE)
-        options, launcher = self._framework.options(self._framework_kwargs, encoder=self.kind)
+        method = frameworks.framework(self._framework, self.kind)  # auto: by the model
+        options, launcher = method.options(self._framework_kwargs, encoder=self.kind)
         stage = options.pop("stage")
         if launcher is not None and not isinstance(launcher, Launcher):
             raise ConfigError.one(f"expected a launcher from tuneforge.launchers, got "
@@ -211,9 +212,6 @@ class TrainableModule:
         if self.target_path is not None:
             result = copy_dir_atomic(result, self.target_path)
         self._trained = result
-        self._stop_engine()
-
-    def _stop_engine(self) -> None:
         self.stop()  # the next start() serves the fine-tune
 
     def _served_dir(self) -> tuple[Path, Path | None]:
