@@ -14,6 +14,7 @@ import pytest
 from tuneforge.config.load import load_run_config
 from tuneforge.errors import ConfigError
 from tuneforge.serve.encoders import EncoderEngine, encoder_kind
+from tuneforge.server.models import ServedModels
 from tuneforge.settings import Settings
 from tuneforge.train.encoder import (
     QueryGroup,
@@ -142,6 +143,8 @@ def test_embedding_finetune_stops_resumes_evaluates_and_publishes(
     report = trainer.get_evaluate_result()
     assert report["kind"] == "retrieval" and set(report["rows"][0]["metrics"]) >= {"mrr"}
     assert encoder_kind(Path(trainer.output["output_dir"])) == "embedding"
+    served = ServedModels(Settings()).load_model(trainer.run_id)  # /v1/embeddings serves it
+    assert served.kind == "embedding" and len(served.engine.embed(["paris"])[0][0]) == 32
     steps = [r["current_steps"] for r in trainer.get_log() if r["loss"] is not None]
     assert steps == sorted(set(steps)) and steps[0] == 1  # resumed, not restarted
 
@@ -155,6 +158,10 @@ def test_reranker_finetune_is_an_sdk_trainer(tiny_bert_dir: Path, tmp_path: Path
     trainer.run()
     assert trainer.status == "ModelPublished", trainer.result
     assert encoder_kind(Path(trainer.output["output_dir"])) == "rerank"
+    served = ServedModels(Settings()).load_model(trainer.run_id)  # what `serve` does with it
+    assert served.kind == "rerank"
+    scores, _ = served.engine.rerank("hello there", ["hello there how", "paris city"])
+    assert len(scores) == 2
 
 
 def test_the_training_service_picks_the_encoder_stage_from_the_data(tmp_path: Path) -> None:
