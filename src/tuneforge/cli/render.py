@@ -85,10 +85,10 @@ def training_progress() -> Iterator[Callable[[dict[str, Any]], None]]:
     """A progress bar fed by trainer_log records: step, loss and tokens/s."""
     bar = Progress(
         TextColumn("[bold]training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
+        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"),
         TimeRemainingColumn(), console=_err, transient=False,
     )
-    task = bar.add_task("train", total=None, loss="-", speed="-")
+    task = bar.add_task("train", total=None, loss="-", speed="")
 
     def update(record: dict[str, Any]) -> None:
         if not bar.live.is_started:  # no bar at all when a run fails before its first step
@@ -96,7 +96,8 @@ def training_progress() -> Iterator[Callable[[dict[str, Any]], None]]:
         loss = record.get("loss") if record.get("loss") is not None else record.get("eval_loss")
         bar.update(task, completed=record["current_steps"], total=record["total_steps"],
                    loss=f"{loss:.4f}" if loss is not None else "-",
-                   speed=f"{record['tokens_per_s']:.0f}")
+                   # encoder stages count no tokens: no speed rather than "0 tok/s"
+                   speed=f"{record['tokens_per_s']:.0f} tok/s" if record.get("tokens") else "")
 
     try:
         yield update
