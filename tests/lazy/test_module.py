@@ -146,3 +146,17 @@ def test_without_a_finetune_method_the_model_decides_the_stage(tiny_embedder_dir
     module = TrainableModule(str(tiny_embedder_dir)).mode("finetune").trainset(data).update()
     assert module.trainer is not None and module.trainer.stage == "embedding"
     assert len(module("paris")) == 32
+
+
+@pytest.mark.serial
+def test_a_torchrun_launcher_trains_with_two_cpu_processes(tiny_llm_dir: Path) -> None:
+    model = TrainableModule(str(tiny_llm_dir)).mode("finetune").trainset(str(IDENTITY))\
+        .finetune_method((finetune.llamafactory, {
+            "max_steps": 2, "cutoff_len": 64, "per_device_train_batch_size": 2,
+            "launcher": launchers.torchrun(nproc=2)}))
+    model.update()
+    trainer = model.trainer
+    assert trainer is not None and trainer.status == "ModelPublished"
+    log = (trainer.paths.root / "train.log").read_text()
+    assert "2 processes, backend gloo" in log  # DDP on CPU, rank 0 writing
+    assert (model.finetuned_path / "adapter_config.json").is_file()
