@@ -10,6 +10,9 @@ from typing import Any
 
 from tuneforge.errors import UserError
 
+# what a trainer was built from (pipeline/trainers.py writes it; launchers check for it)
+TRAINER_FILE = "trainer.json"
+
 
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write `data` to `path` through a temp file, fsync and rename: never half-written."""

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ConfigError, NotFoundError, StateError, UnsupportedError
+from tuneforge.paths import TRAINER_FILE
 from tuneforge.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = (
     "pending", "running", "completed", "failed", "cancelled")
 FINAL = (COMPLETED, FAILED, CANCELLED)
-TRAINER_FILE = "trainer.json"  # pipeline.trainers.TRAINER_FILE; importing it loads torch
 WORKER_LOG = "worker.log"
 SBATCH_FILE = "slurm.sbatch"
 # Seconds Ray waits after its SIGTERM before a SIGKILL (its own default is 3 s): time for the

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from tuneforge.config.load import load_run_config
 from tuneforge.errors import ConfigError, NotFoundError, StateError, UserError
 from tuneforge.models.sources import resolve_model
-from tuneforge.paths import RunPaths, atomic_write
+from tuneforge.paths import TRAINER_FILE, RunPaths, atomic_write
 from tuneforge.pipeline.actions import (
     DeployAction,
     EvaluateAction,
@@ -50,7 +50,6 @@ from tuneforge.settings import Settings
 from tuneforge.train.run import new_run_id
 
 logger = logging.getLogger(__name__)
-TRAINER_FILE = "trainer.json"
 PIPELINE_FILE = "pipeline.json"
 # each action's status while it runs, once done, when it failed, when stopped (None: as
 # the training's)
