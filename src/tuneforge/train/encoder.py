@@ -262,7 +262,20 @@ def _negatives(group: QueryGroup, mined: dict[str, list[str]], need: int,
     for source in (group.negatives, mined.get(group.query, [])):
         fresh = [n for n in source if n not in own and n not in chosen]
         chosen += rng.sample(fresh, min(len(fresh), need - len(chosen)))
-    others = [p for p in pool if p not in own and p not in chosen]
+    if len(chosen) >= need:
+        return chosen
+    # random passages of other queries, drawn with rejection: filtering the whole pool for
+    # every group would cost queries x passages; a few draws suffice unless the pool is
+    # nearly all this group's own passages, and then filtering it is cheap
+    taken = own | set(chosen)
+    for _ in range(4 * need):
+        if len(chosen) >= need:
+            return chosen
+        passage = pool[rng.randrange(len(pool))] if pool else None
+        if passage is not None and passage not in taken:
+            chosen.append(passage)
+            taken.add(passage)
+    others = [p for p in pool if p not in taken]
     chosen += rng.sample(others, min(len(others), need - len(chosen)))
     return chosen
 

@@ -1,0 +1,145 @@
+"""The fast decoding step (serve/decode.py) against transformers' forward: logits, greedy
+answers, LoRA rows in a mixed batch, biases (Qwen2), and the fallbacks."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from tuneforge.serve.engine import Engine
+from tuneforge.serve.requests import GenerationRequest
+from tuneforge.settings import Settings
+
+PROMPTS = ["Hello there, how are you", "The quick brown fox jumps", "你好，今天怎么样",
+           "What is the capital of France?"]
+
+
+def greedy(prompt: str, adapter: str | None = None, tokens: int = 20) -> GenerationRequest:
+    return GenerationRequest(prompt=prompt, adapter=adapter, temperature=0.0, max_tokens=tokens,
+                             ignore_eos=True)
+
+
+def _model_dir(tiny_llm_dir: Path, target: Path, model_type: str) -> Path:
+    """A random tiny model of `model_type` with tiny_llm_dir's tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llm_dir))
+    torch.manual_seed(3)
+    options = {"qwen3": {"head_dim": 4}}.get(model_type, {})
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False, **options)
+    model = AutoModelForCausalLM.from_config(config)
+    if model_type == "qwen2":  # non-zero q/k/v biases, so the fused bias really counts
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("proj.bias"):
+                    param.normal_(0, 0.5)
+    model.save_pretrained(str(target))
+    tokenizer.save_pretrained(str(target))
+    return target
+
+
+def _batch_logits(engine: Engine, requests: list[GenerationRequest]) -> tuple[object, object]:
+    """Prefill `requests` together (engine not started), decode two tokens, then one more
+    step's logits from the fast step and from transformers' forward on copies of the cache."""
+    import torch
+
+    for request in requests:
+        engine.submit(request)
+    joining = list(engine._waiting)
+    engine._waiting.clear()
+    engine._prefill(joining)
+    engine._step()
+    engine._step()
+    running = engine._running
+    width = engine._width()
+    lengths = torch.tensor([s.cached for s in running])
+    mask = torch.arange(width + 1)[None, :] >= (width - lengths)[:, None]
+    tokens = torch.tensor([s.last for s in running])
+    adapters = [s.adapter for s in running]
+    assert engine._fast is not None and engine._fast.supports(adapters)
+    fast = engine._fast.step(tokens, lengths, mask, copy.deepcopy(engine._cache), adapters)
+    slow = engine._forward(tokens[:, None], engine._cache, adapters, mask.long(),
+                           lengths[:, None])
+    return fast, slow
+
+
+@pytest.mark.parametrize("weights", ["float32", "float16"])
+def test_fast_step_logits_equal_the_forward_with_mixed_adapters(
+        tiny_llm_dir: Path, tiny_adapters: dict[str, Path], weights: str) -> None:
+    import torch
+
+    engine = Engine(str(tiny_llm_dir), Settings(), max_batch=8, weights=weights)  # type: ignore[arg-type]
+    for name, path in tiny_adapters.items():
+        engine.load_adapter(name, path)
+    requests = [greedy(PROMPTS[0]), greedy(PROMPTS[1], "first"), greedy(PROMPTS[2], "alpaca"),
+                greedy(PROMPTS[3], "first"), greedy(PROMPTS[1])]
+    fast, slow = _batch_logits(engine, requests)
+    assert torch.allclose(fast, slow, atol=1e-5, rtol=1e-4)  # type: ignore[arg-type]
+    engine.close()
+
+
+def test_fast_and_transformers_decoding_answer_the_same(
+        tiny_llm_dir: Path, tiny_adapters: dict[str, Path]) -> None:
+    answers = {}
+    for fast in (True, False):
+        with Engine(str(tiny_llm_dir), Settings(), max_batch=4, fast_decode=fast) as engine:
+            assert (engine._fast is not None) == fast
+            for name, path in tiny_adapters.items():
+                engine.load_adapter(name, path)
+            streams = [engine.submit(greedy(p, adapter)) for p in PROMPTS
+                       for adapter in (None, "first", "alpaca")]
+            answers[fast] = [s.collect() for s in streams]
+    assert answers[True] == answers[False]
+    # the adapters really change the answers (so the LoRA rows were applied)
+    assert len({a.text for a in answers[True][:3]}) == 3
+
+
+def test_qwen2_biases_go_through_the_fast_step(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    model_dir = _model_dir(tiny_llm_dir, tmp_path / "qwen2", "qwen2")
+    engine = Engine(str(model_dir), Settings(), max_batch=4)
+    assert engine._fast is not None
+    fast, slow = _batch_logits(engine, [greedy(PROMPTS[0]), greedy(PROMPTS[2])])
+    assert torch.allclose(fast, slow, atol=1e-5, rtol=1e-4)  # type: ignore[arg-type]
+    engine.close()
+
+
+def test_other_architectures_decode_through_transformers(tiny_llm_dir: Path,
+                                                         tmp_path: Path) -> None:
+    # Qwen3 normalises q and k per head: the fast step does not, so the engine keeps
+    # transformers' forward, and answers as transformers does
+    model_dir = _model_dir(tiny_llm_dir, tmp_path / "qwen3", "qwen3")
+    with Engine(str(model_dir), Settings()) as engine:
+        assert engine._fast is None
+        first = engine.complete(greedy(PROMPTS[0]))
+        assert first.usage.completion_tokens == 20
+        assert engine.complete(greedy(PROMPTS[0])) == first
+
+
+def test_a_dora_adapter_is_refused_clearly(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.errors import UnsupportedError
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llm_dir), dtype=torch.float32)
+    torch.manual_seed(4)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, use_dora=True,
+                                                  target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False))
+    peft_model.save_pretrained(str(tmp_path / "dora"))
+    with Engine(str(tiny_llm_dir), Settings()) as engine:
+        plain = engine.complete(greedy(PROMPTS[0]))
+        with pytest.raises(UnsupportedError, match="DoRA.*tuneforge export --merge"):
+            engine.load_adapter("dora", tmp_path / "dora")
+        assert engine.adapter_names() == []
+        assert engine.complete(greedy(PROMPTS[0])) == plain  # the engine serves on
