@@ -21,6 +21,10 @@ does not depend on the batch size either, so a request answers the same alone or
 With weights="float16" they keep a half-precision copy for FBGEMM's fp16 GEMM instead (math
 in float32, half the memory read per token).
 
+Decoding steps of Llama-family models go through `serve/decode.py`'s lean step (the same
+layer in fewer operations; checked against transformers' forward at start-up); prefill and
+other models go through transformers.
+
 Adapters: PEFT's multi-adapter LoRA with mixed-batch inference: each forward gets
 `adapter_names=[...]`, one name per row ("__base__" for the base model), so rows with
 different adapters share one batch. Adapters are unloaded least-recently-used past

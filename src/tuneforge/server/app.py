@@ -369,6 +369,11 @@ async def _account_when_done(reply: _Reply, streams: Sequence[TextStream]) -> No
 
 async def _merged(streams: Sequence[TextStream]) -> AsyncIterator[tuple[int, str | None]]:
     """(index, delta) from every stream as it comes; (index, None) when one ends."""
+    if len(streams) == 1:  # the common case: no pump task and queue hop per token
+        async for delta in streams[0]:
+            yield 0, delta
+        yield 0, None
+        return
     queue: asyncio.Queue[tuple[int, str | None] | BaseException] = asyncio.Queue()
 
     async def pump(index: int, stream: TextStream) -> None:
