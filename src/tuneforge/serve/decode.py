@@ -5,16 +5,18 @@ small tensor operations and a dozen Python module calls per layer, on top of the
 products; on this project's 2-core CPUs that overhead was a third of a batch-1 step of
 SmolLM2-135M. `FastDecoder.step` computes the same layer with about 25 operations: q, k and
 v in one matrix product, gate and up in another, the rotary embedding of q and k at once,
-the fused RMSNorm kernel, and attention through SDPA's grouped-query mode on the engine's
-cache buffers. vLLM and llama.cpp do the same fusions; transformers does not expose them.
+the fused RMSNorm kernel, and attention through SDPA on the engine's cache buffers, the
+query heads that share a key/value head passed as that head's query rows (so no key is
+repeated). vLLM and llama.cpp do the same fusions; transformers does not expose them.
 
 Prefill (many tokens per row) stays on transformers' forward, which it writes to the same
 cache: there the matrix products dominate. LoRA rows work as PEFT's mixed-batch forward
 does: each adapter's rows get `scaling * B(A(x))` added to the base projection's output.
-`FastDecoder.build` returns None for any model or adapter this step does not reproduce
-(another architecture, biases in the MLP, DoRA, a rope variant that scales attention), and
-the engine then keeps transformers' forward. The engine checks the step against
-transformers' forward once at start-up and falls back if they disagree.
+`FastDecoder.build` returns None for a model this step does not reproduce (another
+architecture, biases in the MLP, a sliding window), and `supports` is False for an adapter
+with LoRA outside the projections; those decode through transformers. The engine also
+checks the step against transformers' forward once at start-up and falls back if they
+disagree.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class FastDecoder:
         self._intermediate = intermediate
         inner = model.model
         self._embed, self._norm, self._rotary = inner.embed_tokens, inner.norm, inner.rotary_emb
-        self._scale = head_dim ** -0.5
+        self._scale = float(getattr(model.model.layers[0].self_attn, "scaling",
+                                    head_dim ** -0.5))
         self._plain: dict[str, bool] = {}  # adapter name -> a plain LoRA this step applies
 
     @classmethod
@@ -81,8 +84,6 @@ class FastDecoder:
                 or getattr(config, "sliding_window", None) and \
                 getattr(config, "use_sliding_window", True) \
                 or not hasattr(model, "model") or not hasattr(model.model, "rotary_emb"):
-            return None
-        if getattr(model.model.rotary_emb, "attention_scaling", 1.0) != 1.0:
             return None
         layers = []
         for layer in model.model.layers:
