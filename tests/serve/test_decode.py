@@ -143,3 +143,18 @@ def test_a_dora_adapter_is_refused_clearly(tiny_llm_dir: Path, tmp_path: Path) -
             engine.load_adapter("dora", tmp_path / "dora")
         assert engine.adapter_names() == []
         assert engine.complete(greedy(PROMPTS[0])) == plain  # the engine serves on
+
+
+def test_a_step_that_disagrees_at_start_up_is_not_used(
+        tiny_llm_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # a fault injected into the fast step: its logits move by 0.1, so the start-up check
+    # must find the difference and keep transformers' forward
+    from tuneforge.serve.decode import FastDecoder
+
+    step = FastDecoder.step
+    monkeypatch.setattr(FastDecoder, "step", lambda self, *a: step(self, *a) + 0.1)
+    with caplog.at_level("WARNING"), Engine(str(tiny_llm_dir), Settings()) as engine:
+        assert engine._fast is None
+        assert engine.complete(greedy(PROMPTS[0])).usage.completion_tokens == 20
+    assert "disagrees with transformers' forward" in caplog.text
