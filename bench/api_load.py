@@ -39,6 +39,7 @@ import os
 import platform
 import random
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -121,6 +122,7 @@ async def _drive(url: str, task_id: str, clients: int, seconds: float,
             (await connection.get("/health")).raise_for_status()
         print("start", flush=True)
         start = time.perf_counter()
+        cpu_start = _own_cpu_s()
         deadline = start + seconds
 
         async def client(index: int, connection: httpx.AsyncClient) -> None:
@@ -146,6 +148,7 @@ async def _drive(url: str, task_id: str, clients: int, seconds: float,
 
         await asyncio.gather(*(client(i, c) for i, c in enumerate(connections)))
         wall = time.perf_counter() - start
+        generator_cpu = _own_cpu_s() - cpu_start
     finally:
         for connection in connections:
             await connection.aclose()
@@ -163,9 +166,21 @@ async def _drive(url: str, task_id: str, clients: int, seconds: float,
         "requests": done, "requests_per_s": round(done / wall, 1),
         **{k: v for k, v in summary(every).items() if k != "requests"},
         "errors": len(errors), "error_examples": sorted(set(errors))[:5],
+        "generator_cpu_ms_per_request": round(generator_cpu * 1e3 / max(done, 1), 3),
         "by_path": {"status": summary(latencies[paths[0]]),
                     "history": summary(latencies[paths[1]])},
     }
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def drive(url: str, task_id: str, clients: int, seconds: float, interval: float,
@@ -360,17 +375,22 @@ def loaded_window(service: Service, task_id: str, log: Path,
             raise SystemExit(f"the load generator did not start: {lines}")
         first = len(log_records(log))
         start = time.monotonic()
+        server_cpu = process_cpu_s(service.process.pid)
         try:
             driver.wait(timeout=args.seconds + 2 * REQUEST_TIMEOUT_S + 60)
         except subprocess.TimeoutExpired:
             raise SystemExit("the load generator did not finish in time") from None
         elapsed = time.monotonic() - start
+        server_cpu = process_cpu_s(service.process.pid) - server_cpu
         records = log_records(log)
         time.sleep(0.2)  # the reader thread takes the last line
         if driver.returncode != 0 or len(lines) < 2:
             raise SystemExit(f"the load generator failed ({driver.returncode}): "
                              f"{''.join(lines)}{driver.stderr.read() if driver.stderr else ''}")
-        return json.loads(lines[-1]), measured(records, first, len(records), elapsed)
+        load = json.loads(lines[-1])
+        load["server_cpu_ms_per_request"] = round(server_cpu * 1e3 / max(load["requests"], 1),
+                                                  3)
+        return load, measured(records, first, len(records), elapsed)
     finally:
         if driver.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -467,7 +487,9 @@ def main() -> None:
         "machine": machine(),
         "model": args.model,
         **{k: load[k] for k in ("clients", "seconds", "interval_s", "requests",
-                                "requests_per_s", "p50_ms", "p99_ms", "max_ms", "errors")},
+                                "requests_per_s", "p50_ms", "p99_ms", "max_ms", "errors",
+                                "server_cpu_ms_per_request",
+                                "generator_cpu_ms_per_request")},
         "by_path": load["by_path"],
         "error_examples": load["error_examples"],
         "train_tokens_per_s_quiet": round(quiet_rate, 1) if quiet_rate else None,

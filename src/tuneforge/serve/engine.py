@@ -249,6 +249,8 @@ class Engine:
                 self._model.delete_adapter(name)
                 if not self._adapters:
                     self._model = self._model.unload()
+                if self._fast is not None:
+                    self._fast.rebind(self._model)
                 raise UnsupportedError(
                     f"adapter {name!r}", "expected a LoRA adapter, got a DoRA one, which "
                     "cannot share a batch with other adapters", hint=(

@@ -19,7 +19,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tuneforge.config.eval import build_eval_config
@@ -124,15 +125,15 @@ def training_router(queue: JobQueue, settings: Settings, policy: PathPolicy,
         return {"task_id": record.id, "status": "queued",
                 "message": f"queued; GET /train/status/{record.id}"}
 
-    @router.get("/train/status/{task_id}", tags=["training"])
-    async def status(task_id: str) -> dict[str, Any]:
+    @router.get("/train/status/{task_id}", tags=["training"], response_model=dict[str, Any])
+    async def status(task_id: str) -> Response:
         return await recent.get(("status", task_id), lambda: task_view(
             registry.get_job(task_id)))
 
-    @router.get("/train/history", tags=["training"])
+    @router.get("/train/history", tags=["training"], response_model=dict[str, Any])
     async def history(limit: Annotated[int, Query(ge=1, le=500)] = 50,
                       offset: Annotated[int, Query(ge=0)] = 0,
-                      status: str | None = None) -> dict[str, Any]:
+                      status: str | None = None) -> Response:
         """Jobs, newest first; `status` filters (queued, running, completed, failed, stopped,
         or a finer state; commas join several)."""
         chosen = statuses_for(status)
@@ -274,29 +275,33 @@ def training_router(queue: JobQueue, settings: Settings, policy: PathPolicy,
 
 
 class _Recent:
-    """Answers of the hot read-only endpoints (status, history), kept for RECENT_S.
+    """Answers of the hot read-only endpoints (status, history), kept for RECENT_S as the
+    JSON bytes they are sent as.
 
     Workers write a job's progress at most twice a second, so a 0.3 s old answer shows the
-    same numbers; under many pollers this spares a registry read and a JSON view per request.
-    This server's own writes (submit, stop, resume, delete) clear it. Several requests for
-    the same key while it is read share one read.
+    same numbers; under many pollers this spares a registry read, a JSON view and FastAPI's
+    validation and encoding of it per request (each request costs the server CPU that the
+    training beside it on a small machine then lacks). This server's own writes (submit,
+    stop, resume, delete) clear it. Several requests for the same key while it is read
+    share one read.
     """
 
     def __init__(self) -> None:
-        self._answers: dict[Any, tuple[float, asyncio.Future[Any]]] = {}
+        self._answers: dict[Any, tuple[float, asyncio.Future[bytes]]] = {}
 
     def clear(self) -> None:
         self._answers.clear()
 
-    async def get(self, key: Any, read: Any) -> Any:
+    async def get(self, key: Any, read: Any) -> Response:
         now = time.monotonic()
         kept = self._answers.get(key)
         if kept is None or kept[0] < now or (kept[1].done() and kept[1].exception()):
             if len(self._answers) > RECENT_MAX:
                 self._answers = {k: v for k, v in self._answers.items() if v[0] >= now}
-            future = asyncio.ensure_future(run_in_threadpool(read))
+            future = asyncio.ensure_future(run_in_threadpool(
+                lambda: JSONResponse(jsonable_encoder(read())).body))
             kept = self._answers[key] = (now + RECENT_S, future)
-        return await asyncio.shield(kept[1])
+        return Response(await asyncio.shield(kept[1]), media_type="application/json")
 
 
 # -- uploads -------------------------------------------------------------------------------
