@@ -104,9 +104,7 @@ class FastDecoder:
                 down=mlp.down_proj.forward,
                 norm_in=layer.input_layernorm.weight.detach(),
                 norm_post=layer.post_attention_layernorm.weight.detach(),
-                modules={"q_proj": attn.q_proj, "k_proj": attn.k_proj, "v_proj": attn.v_proj,
-                         "o_proj": attn.o_proj, "gate_proj": mlp.gate_proj,
-                         "up_proj": mlp.up_proj, "down_proj": mlp.down_proj}))
+                modules=_projections(layer)))
         first = model.model.layers[0].self_attn
         return cls(model, layers, float(model.model.norm.variance_epsilon),
                    int(config.num_attention_heads), int(config.num_key_value_heads),
@@ -116,11 +114,7 @@ class FastDecoder:
         """Look the projections up again in `model` (after PEFT wrapped or unwrapped them)."""
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         for layer, module in zip(self._layers, base.model.layers, strict=True):
-            attn, mlp = module.self_attn, module.mlp
-            layer.modules = {"q_proj": attn.q_proj, "k_proj": attn.k_proj,
-                             "v_proj": attn.v_proj, "o_proj": attn.o_proj,
-                             "gate_proj": mlp.gate_proj, "up_proj": mlp.up_proj,
-                             "down_proj": mlp.down_proj}
+            layer.modules = _projections(module)
         self._plain.clear()
 
     def supports(self, adapters: list[str]) -> bool:
@@ -196,6 +190,14 @@ class FastDecoder:
                 x = x + d
             x = self._norm(x)
             return self._model.lm_head(x)
+
+
+def _projections(layer: Any) -> dict[str, Any]:
+    """A decoder layer's seven projections by name, as transformers (or PEFT) holds them."""
+    attn, mlp = layer.self_attn, layer.mlp
+    return {name: getattr(attn if name in ("q_proj", "k_proj", "v_proj", "o_proj") else mlp, name)
+            for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                         "down_proj")}
 
 
 def _adapter_rows(adapters: list[str]) -> list[tuple[str, torch.Tensor]]:

@@ -268,13 +268,13 @@ def _negatives(group: QueryGroup, mined: dict[str, list[str]], need: int,
     # every group would cost queries x passages; a few draws suffice unless the pool is
     # nearly all this group's own passages, and then filtering it is cheap
     taken = own | set(chosen)
-    for _ in range(4 * need):
-        if len(chosen) >= need:
-            return chosen
-        passage = pool[rng.randrange(len(pool))] if pool else None
-        if passage is not None and passage not in taken:
+    for _ in range(4 * need if pool else 0):
+        passage = pool[rng.randrange(len(pool))]
+        if passage not in taken:
             chosen.append(passage)
             taken.add(passage)
+            if len(chosen) >= need:
+                return chosen
     others = [p for p in pool if p not in taken]
     chosen += rng.sample(others, min(len(others), need - len(chosen)))
     return chosen
