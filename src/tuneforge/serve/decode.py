@@ -22,7 +22,6 @@ disagree.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.serve.prompts import BASE
@@ -38,43 +37,32 @@ SUPPORTED = {"llama", "mistral", "qwen2"}
 
 
 
-@dataclass
-class _Layer:
-    qkv: Any  # callable: x -> [rows, (heads + 2 * kv_heads) * head_dim]
-    o: Any
-    gate_up: Any  # x -> [rows, 2 * intermediate]
-    down: Any
-    norm_in: torch.Tensor
-    norm_post: torch.Tensor
-    modules: dict[str, Any]  # q_proj, k_proj, ... as transformers holds them (LoRA lives there)
-
-
 class FastDecoder:
     """One decoding step of a Llama-family causal LM, reading and writing the engine's cache.
 
-    `linear(weight, bias)` turns a float32 weight into a callable `x -> x @ weight.T + bias`
-    (the engine's packed float16 or oneDNN forward), so the fused weights are multiplied the
-    same way as the engine's own linears.
+    `linear(weight, bias)` turns a float32 weight into a module `x -> x @ weight.T + bias`
+    (the engine's packed float16 or oneDNN linear), so the fused weights are multiplied the
+    same way as the engine's own linears. The layers run as one TorchScript module
+    (`serve/layers.py`).
     """
 
-    def __init__(self, model: Any, layers: list[_Layer], eps: float, heads: int,
-                 kv_heads: int, head_dim: int, intermediate: int) -> None:
+    def __init__(self, model: Any, layers: Any, modules: list[dict[str, Any]]) -> None:
         self._model = model  # the transformers model (the base: PEFT wraps its modules)
-        self._layers = layers
-        self._eps = eps
-        self._heads, self._kv_heads, self._head_dim = heads, kv_heads, head_dim
-        self._intermediate = intermediate
+        self._layers = layers  # the scripted serve.layers.Layers
+        self._modules = modules  # per layer, q_proj, k_proj, ... as transformers holds them
         inner = model.model
         self._embed, self._norm, self._rotary = inner.embed_tokens, inner.norm, inner.rotary_emb
-        self._scale = float(getattr(model.model.layers[0].self_attn, "scaling",
-                                    head_dim ** -0.5))
-        self._plain: dict[str, bool] = {}  # adapter name -> a plain LoRA this step applies
+        # adapter name -> its LoRA factors per layer (serve.layers.Tables), or None where
+        # this step does not apply it
+        self._tables: dict[str, list[list[tuple[int, int, Any, Any, float]]] | None] = {}
 
     @classmethod
     def build(cls, model: Any, linear: Any) -> FastDecoder | None:
         """A decoder for `model` (a transformers CausalLM, not yet wrapped by PEFT), or None
         where this step would not reproduce its forward."""
         import torch
+
+        from tuneforge.serve import layers as scripted
 
         config = model.config
         if getattr(config, "model_type", None) not in SUPPORTED \
@@ -85,6 +73,14 @@ class FastDecoder:
                 getattr(config, "use_sliding_window", True) \
                 or not hasattr(model, "model") or not hasattr(model.model, "rotary_emb"):
             return None
+
+        def packed(projection: torch.nn.Linear) -> Any:
+            # the engine's packed module (its forward is that module's bound method)
+            module = getattr(projection.forward, "__self__", None)
+            return module if isinstance(module, torch.nn.Module) and \
+                module is not projection else linear(projection.weight.detach(),
+                                                     projection.bias)
+
         layers = []
         for layer in model.model.layers:
             attn, mlp = layer.self_attn, layer.mlp
@@ -96,100 +92,104 @@ class FastDecoder:
             bias = None if all(b is None for b in biases) else torch.cat(
                 [b.detach() if b is not None else p.weight.new_zeros(p.out_features)
                  for b, p in zip(biases, projections, strict=True)])
-            layers.append(_Layer(
+            layers.append(scripted.Layer(
                 qkv=linear(torch.cat([p.weight.detach() for p in projections]), bias),
-                o=attn.o_proj.forward,  # the engine's own (packed) forward
+                o=packed(attn.o_proj),
                 gate_up=linear(torch.cat([mlp.gate_proj.weight.detach(),
                                           mlp.up_proj.weight.detach()]), None),
-                down=mlp.down_proj.forward,
+                down=packed(mlp.down_proj),
                 norm_in=layer.input_layernorm.weight.detach(),
-                norm_post=layer.post_attention_layernorm.weight.detach(),
-                modules=_projections(layer)))
+                norm_post=layer.post_attention_layernorm.weight.detach()))
         first = model.model.layers[0].self_attn
-        return cls(model, layers, float(model.model.norm.variance_epsilon),
-                   int(config.num_attention_heads), int(config.num_key_value_heads),
-                   int(first.head_dim), int(config.intermediate_size))
+        head_dim = int(first.head_dim)
+        module = scripted.Layers(
+            layers, float(model.model.norm.variance_epsilon), int(config.num_attention_heads),
+            int(config.num_key_value_heads), head_dim, int(config.intermediate_size),
+            float(getattr(first, "scaling", head_dim ** -0.5)))
+        return cls(model, scripted.script(module),
+                   [_projections(layer) for layer in model.model.layers])
 
     def rebind(self, model: Any) -> None:
         """Look the projections up again in `model` (after PEFT wrapped or unwrapped them)."""
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        for layer, module in zip(self._layers, base.model.layers, strict=True):
-            layer.modules = _projections(module)
-        self._plain.clear()
+        self._modules = [_projections(layer) for layer in base.model.layers]
+        self._tables.clear()
 
     def supports(self, adapters: list[str]) -> bool:
         """Whether every named adapter is a plain LoRA this step applies: no DoRA, and LoRA
         only on the projections (an adapter that also changes the embedding, the norms or
         the head goes through transformers' forward)."""
-        import torch
-
         for name in set(adapters) - {BASE}:
-            if name not in self._plain:
-                modules = [m for layer in self._layers for m in layer.modules.values()]
-                known = {id(m) for m in modules}
-                self._plain[name] = not any(
-                    name in getattr(m, "lora_A", {}) and (
-                        m.use_dora.get(name, False) or type(m.lora_A[name]) is not
-                        torch.nn.Linear or type(m.lora_B[name]) is not torch.nn.Linear)
-                    for m in modules) and not any(
-                    name in getattr(m, "lora_A", {}) or name in getattr(m, "modules_to_save", {})
-                    or name in getattr(m, "lora_embedding_A", {})
-                    for m in self._model.modules() if id(m) not in known)
-            if not self._plain[name]:
+            if name not in self._tables:
+                self._tables[name] = self._lora_factors(name)
+            if self._tables[name] is None:
                 return False
         return True
+
+    def _lora_factors(self, name: str) -> list[list[tuple[int, int, Any, Any, float]]] | None:
+        """Adapter `name`'s (part, first column, A, B, scaling) per layer, or None where it
+        is not a plain LoRA on the projections."""
+        import torch
+
+        from tuneforge.serve.layers import DOWN, GATE_UP, QKV, O
+
+        known = {id(m) for layer in self._modules for m in layer.values()}
+        if any(name in getattr(m, "lora_A", {}) or name in getattr(m, "modules_to_save", {})
+               or name in getattr(m, "lora_embedding_A", {})
+               for m in self._model.modules() if id(m) not in known):
+            return None
+        tables = []
+        for modules in self._modules:
+            factors = []
+            for part, names in ((QKV, ("q_proj", "k_proj", "v_proj")), (O, ("o_proj",)),
+                                (GATE_UP, ("gate_proj", "up_proj")), (DOWN, ("down_proj",))):
+                start = 0
+                for projection in names:
+                    module = modules[projection]
+                    if name in getattr(module, "lora_A", {}):
+                        a, b = module.lora_A[name], module.lora_B[name]
+                        if module.use_dora.get(name, False) or type(a) is not \
+                                torch.nn.Linear or type(b) is not torch.nn.Linear \
+                                or a.bias is not None or b.bias is not None:
+                            return None
+                        factors.append((part, start, a.weight.detach(), b.weight.detach(),
+                                        float(module.scaling[name])))
+                    start += module.out_features
+            tables.append(factors)
+        return tables
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
              cache: Any, adapters: list[str]) -> torch.Tensor:
         """Logits [rows, vocab] of the next token after `tokens` [rows].
 
         positions: [rows] each token's position; mask: [rows, columns] bool, True where a row
-        attends (the cache's columns plus this step's); cache: the engine's cache, whose
-        layers' `update` appends this step's keys and values and returns the whole of them.
+        attends (the cache's columns plus this step's); cache: the engine's cache of
+        `GrowingLayer`s, which this step extends by one column.
         """
         import torch
-        import torch.nn.functional as F
 
-        rows = tokens.shape[0]
-        heads, kv, dim = self._heads, self._kv_heads, self._head_dim
-        groups = _adapter_rows(adapters)
+        rows: dict[str, list[int]] = {}
+        for row, name in enumerate(adapters):
+            if name != BASE:
+                rows.setdefault(name, []).append(row)
         with torch.inference_mode():
+            tables = [(torch.tensor(index), self._tables[name])
+                      for name, index in rows.items()]
             x = self._embed(tokens)  # [rows, hidden]
             cos, sin = self._rotary(x, positions[:, None])  # [rows, 1, dim]
-            # rotate_half(t) * sin == roll(t, half) * (sin with its first half negated)
-            half = dim // 2
+            half = sin.shape[-1] // 2
             sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
             # one additive mask for all layers (a bool mask is converted in every call)
             attend = torch.zeros(mask.shape, dtype=x.dtype).masked_fill_(
                 ~mask, float("-inf"))[:, None, None, :]
-            group = heads // kv
-            for index, layer in enumerate(self._layers):
-                h = F.rms_norm(x, x.shape[-1:], layer.norm_in, self._eps)
-                qkv = layer.qkv(h)
-                _add_lora(qkv, h, layer.modules, ("q_proj", "k_proj", "v_proj"), groups)
-                qk = qkv[:, :(heads + kv) * dim].view(rows, heads + kv, dim)
-                qk = torch.addcmul(qk * cos, qk.roll(half, dims=-1), sin)
-                # the query heads sharing a key/value head are that head's query rows, so
-                # attention reads each key once (query head h uses key head h // group)
-                q = qk[:, :heads].view(rows, kv, group, dim)
-                k = qk[:, heads:, None, :]
-                v = qkv[:, (heads + kv) * dim:].view(rows, kv, 1, dim)
-                keys, values = cache.layers[index].update(k, v)
-                a = F.scaled_dot_product_attention(q, keys, values, attn_mask=attend,
-                                                   scale=self._scale)
-                a = a.view(rows, heads * dim)
-                o = layer.o(a)
-                _add_lora(o, a, layer.modules, ("o_proj",), groups)
-                x = x + o
-                h = F.rms_norm(x, x.shape[-1:], layer.norm_post, self._eps)
-                gu = layer.gate_up(h)
-                _add_lora(gu, h, layer.modules, ("gate_proj", "up_proj"), groups)
-                m = F.silu(gu[:, :self._intermediate]) * gu[:, self._intermediate:]
-                d = layer.down(m)
-                _add_lora(d, m, layer.modules, ("down_proj",), groups)
-                x = x + d
-            x = self._norm(x)
-            return self._model.lm_head(x)
+            column = cache.layers[0].length
+            for layer in cache.layers:
+                layer.reserve(1)
+            x = self._layers(x, cos, sin, attend, [layer.key_buffer for layer in cache.layers],
+                             [layer.value_buffer for layer in cache.layers], column, tables)
+            for layer in cache.layers:
+                layer.advance(1)
+            return self._model.lm_head(self._norm(x))
 
 
 def _projections(layer: Any) -> dict[str, Any]:
@@ -198,32 +198,3 @@ def _projections(layer: Any) -> dict[str, Any]:
     return {name: getattr(attn if name in ("q_proj", "k_proj", "v_proj", "o_proj") else mlp, name)
             for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                          "down_proj")}
-
-
-def _adapter_rows(adapters: list[str]) -> list[tuple[str, torch.Tensor]]:
-    """(adapter, its row indices) for each adapter other than the base in the batch."""
-    import torch
-
-    rows: dict[str, list[int]] = {}
-    for row, name in enumerate(adapters):
-        if name != BASE:
-            rows.setdefault(name, []).append(row)
-    return [(name, torch.tensor(index)) for name, index in rows.items()]
-
-
-def _add_lora(out: torch.Tensor, x: torch.Tensor, modules: dict[str, Any],
-              names: tuple[str, ...], groups: list[tuple[str, torch.Tensor]]) -> None:
-    """Add each adapter's `scaling * B(A(x))` for its rows to the columns of `out` that
-    projections `names` (concatenated in this order) produce, as PEFT's LoRA layers do."""
-    if not groups:
-        return
-    start = 0
-    for name in names:
-        module = modules[name]
-        width = module.out_features
-        for adapter, index in groups:
-            if adapter in getattr(module, "lora_A", {}):
-                inputs = x.index_select(0, index)
-                delta = module.lora_B[adapter](module.lora_A[adapter](inputs))
-                out[index, start:start + width] += delta * module.scaling[adapter]
-        start += width

@@ -540,21 +540,30 @@ def _growing_layer() -> type:
 
         def hold(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
             """Take `keys` and `values` as the buffers, their first `length` columns in use."""
-            self._key_buffer, self._value_buffer, self.length = keys, values, length
+            self.key_buffer, self.value_buffer, self.length = keys, values, length
             self.keys, self.values = keys[:, :, :length], values[:, :, :length]
+
+        def reserve(self, columns: int) -> None:
+            """Make room for `columns` more columns after those in use."""
+            start, end = self.length, self.length + columns
+            if end > self.key_buffer.shape[-2]:
+                room = max(end, 2 * self.key_buffer.shape[-2]) - start
+                self.hold(_stack_left_padded([self.keys], start, room),
+                          _stack_left_padded([self.values], start, room), start)
+
+        def advance(self, columns: int) -> None:
+            """Count the next `columns` columns (written into the buffers) as in use."""
+            self.hold(self.key_buffer, self.value_buffer, self.length + columns)
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                    **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             start, end = self.length, self.length + key_states.shape[-2]
-            if end > self._key_buffer.shape[-2]:
-                room = max(end, 2 * self._key_buffer.shape[-2]) - start
-                self.hold(_stack_left_padded([self.keys], start, room),
-                          _stack_left_padded([self.values], start, room), start)
-            self._key_buffer[:, :, start:end] = key_states
-            self._value_buffer[:, :, start:end] = value_states
-            self.hold(self._key_buffer, self._value_buffer, end)
+            self.reserve(end - start)
+            self.key_buffer[:, :, start:end] = key_states
+            self.value_buffer[:, :, start:end] = value_states
+            self.advance(end - start)
             return self.keys, self.values
 
     return GrowingLayer
@@ -587,63 +596,36 @@ def _pack_linears(model: Any, weights: WeightFormat) -> WeightFormat:
         if type(module) is not torch.nn.Linear or module.weight.dtype != torch.float32 \
                 or module.weight.device.type != "cpu":
             continue
-        forward = _linear_forward(module.weight.detach(), module.bias, weights)
-        if forward is not None:
-            module.forward = forward
+        packed = _linear_forward(module.weight.detach(), module.bias, weights)
+        if packed is not None:
+            # the bound method, not the module: assigning a module would register it as a
+            # submodule named "forward"; FastDecoder finds the module as its __self__
+            module.forward = packed.eager
     return weights
 
 
 def _linear_forward(weight: torch.Tensor, bias: torch.Tensor | None,
                     weights: WeightFormat) -> Any:
-    """`x -> x @ weight.T + bias` over `weight` packed as `_pack_linears` describes, or None
+    """A module `x -> x @ weight.T + bias` over `weight` packed as `_pack_linears` describes
+    (TorchScript-able: the fast decoding step calls it from its scripted layers), or None
     where neither packing applies (the caller keeps torch's own linear)."""
     import torch
 
+    from tuneforge.serve.layers import Fp16Linear, OneDnnLinear
+
+    bias = None if bias is None else bias.detach()
     if weights == "float16" and weight.abs().max() < torch.finfo(torch.float16).max:
-        return _fp16_forward(weight, bias)
+        return Fp16Linear(weight, bias)
     if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        # the batch-size hint picks the blocking: 16 is fast from 1 to 16 rows, and
-        # unlike a hint of 1 it gives a row the same result at any batch size
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 16)
-        return _packed_forward(packed, bias)
+        return OneDnnLinear(weight, bias)
     return None
 
 
 def _linear(weights: WeightFormat) -> Any:
-    """A factory `(weight, bias) -> forward` packing as the engine's linears are packed."""
-    import torch
+    """A factory `(weight, bias) -> module` packing as the engine's linears are packed."""
+    from tuneforge.serve.layers import PlainLinear
 
     def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
-        return _linear_forward(weight, bias, weights) or functools.partial(
-            torch.nn.functional.linear, weight=weight, bias=bias)
+        return _linear_forward(weight, bias, weights) or PlainLinear(weight, bias)
 
     return linear
-
-
-def _fp16_forward(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
-    import torch
-
-    packed = torch.ops.quantized.linear_prepack_fp16(
-        weight, None if bias is None else bias.detach())
-
-    # the overload itself: calling the packet checks its arguments in Python every time,
-    # which cost about 1.5 ms of a 25 ms decoding step
-    op = torch.ops.quantized.linear_dynamic_fp16.default
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return op(x, packed)
-
-    return forward
-
-
-def _packed_forward(packed: torch.Tensor, bias: torch.Tensor | None) -> Any:
-    import torch
-
-    bias = None if bias is None else bias.detach()
-
-    op = torch.ops.mkldnn._linear_pointwise.default  # the overload: see _fp16_forward
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return op(x, packed, bias, "none", [], "")
-
-    return forward

@@ -1,0 +1,158 @@
+"""The decoder layers of `decode.FastDecoder` as one TorchScript module.
+
+A batch-1 decoding step of SmolLM2-135M is about 900 small tensor operations between the
+matrix products; called from Python each costs 2-4 us of interpreter and argument handling
+on top of its work, about a quarter of the step on this project's 2-core CPUs. TorchScript
+runs the same operations from its C++ interpreter. torch.compile would go further (it fuses
+the elementwise operations) but compiles for minutes here, again for each batch shape, and
+cannot trace the packed float16 linears; TorchScript compiles in about a second, takes any
+shape and calls the packed linears as they are.
+
+LoRA rows are computed as PEFT's mixed-batch forward does: each adapter's rows get
+`scaling * B(A(x))` added to the base projection's output. The adapters' factors come in as
+`Tables`: for each adapter in the batch, its row indices and, per layer, (part, first
+column, A, B, scaling) for each projection it adapts, `part` naming the fused product
+(QKV, O, GATE_UP or DOWN) and the first column where that projection's outputs start in it.
+"""
+
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+# the fused products a LoRA factor adds to (TorchScript reads no global: forward spells them)
+QKV, O, GATE_UP, DOWN = 0, 1, 2, 3  # noqa: E741 (the o projection's name)
+
+# (rows, per layer: [(part, first column, A, B, scaling)]) for each adapter in the batch
+Tables = list[tuple[torch.Tensor, list[list[tuple[int, int, torch.Tensor, torch.Tensor, float]]]]]
+
+
+class Fp16Linear(torch.nn.Module):
+    """`x @ weight.T + bias` through FBGEMM's float16-weight GEMM (float32 activations)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+
+    def eager(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` for Python callers (TorchScript compiles `forward` only): the overload
+        itself, as calling the packet checks its arguments in Python every time, which cost
+        about 1.5 ms of a 25 ms decoding step through transformers' modules."""
+        return torch.ops.quantized.linear_dynamic_fp16.default(x, self.packed)
+
+
+class OneDnnLinear(torch.nn.Module):
+    """`x @ weight.T + bias` over a float32 weight repacked for oneDNN."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        # the batch-size hint picks the blocking: 16 is fast from 1 to 16 rows, and unlike
+        # a hint of 1 it gives a row the same result at any batch size
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 16)
+        self.bias = bias
+
+    # TorchScript cannot spell this operator's `Scalar?[] scalars` argument, so the scripted
+    # layers call this forward back in Python (the float32 path is not the default one)
+    @torch.jit.ignore
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise.default(x, self.packed, self.bias, "none",
+                                                          [], "")
+
+    def eager(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` for Python callers (as Fp16Linear has one)."""
+        return self.forward(x)
+
+
+class PlainLinear(torch.nn.Module):
+    """`x @ weight.T + bias` with torch's own linear."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.weight, self.bias = weight, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class Layer(torch.nn.Module):
+    """One decoder layer's weights: fused q/k/v and gate/up products, o, down, two norms."""
+
+    def __init__(self, qkv: torch.nn.Module, o: torch.nn.Module, gate_up: torch.nn.Module,
+                 down: torch.nn.Module, norm_in: torch.Tensor, norm_post: torch.Tensor) -> None:
+        super().__init__()
+        self.qkv, self.o, self.gate_up, self.down = qkv, o, gate_up, down
+        self.norm_in, self.norm_post = norm_in, norm_post
+
+
+class Layers(torch.nn.Module):
+    """The decoder layers' part of a decoding step (one token per row)."""
+
+    def __init__(self, layers: list[Layer], eps: float, heads: int, kv_heads: int,
+                 head_dim: int, intermediate: int, scale: float) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(layers)
+        self.eps, self.scale = eps, scale
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.intermediate = intermediate
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                attend: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
+                column: int, tables: Tables) -> torch.Tensor:
+        """The hidden states [rows, hidden] after the layers, from the embedded tokens `x`.
+
+        cos, sin: [rows, 1, head_dim] the rotary embedding at each row's position, sin with
+        its first half negated; attend: [rows, 1, 1, column + 1] additive attention mask;
+        keys, values: each layer's cache buffers [rows, kv_heads, room, head_dim], whose
+        column `column` this step writes (the columns before it are the cache).
+        """
+        rows = x.shape[0]
+        heads, kv, dim = self.heads, self.kv_heads, self.head_dim
+        half, group = dim // 2, heads // kv
+        shape = [x.shape[-1]]
+        for index, layer in enumerate(self.layers):
+            h = F.rms_norm(x, shape, layer.norm_in, self.eps)
+            qkv = layer.qkv(h)
+            _add_lora(qkv, h, tables, index, 0)  # QKV
+            qk = qkv[:, :(heads + kv) * dim].view(rows, heads + kv, dim)
+            # rotate_half(t) * sin == roll(t, half) * (sin with its first half negated)
+            qk = torch.addcmul(qk * cos, qk.roll(half, dims=-1), sin)
+            # the query heads sharing a key/value head are that head's query rows, so
+            # attention reads each key once (query head h uses key head h // group)
+            q = qk[:, :heads].view(rows, kv, group, dim)
+            keys[index].select(2, column).copy_(qk[:, heads:])
+            values[index].select(2, column).copy_(
+                qkv[:, (heads + kv) * dim:].view(rows, kv, dim))
+            a = F.scaled_dot_product_attention(
+                q, keys[index][:, :, :column + 1], values[index][:, :, :column + 1],
+                attn_mask=attend, scale=self.scale).view(rows, heads * dim)
+            o = layer.o(a)
+            _add_lora(o, a, tables, index, 1)  # O
+            x = x + o
+            h = F.rms_norm(x, shape, layer.norm_post, self.eps)
+            gu = layer.gate_up(h)
+            _add_lora(gu, h, tables, index, 2)  # GATE_UP
+            m = F.silu(gu[:, :self.intermediate]) * gu[:, self.intermediate:]
+            d = layer.down(m)
+            _add_lora(d, m, tables, index, 3)  # DOWN
+            x = x + d
+        return x
+
+
+def _add_lora(out: torch.Tensor, x: torch.Tensor, tables: Tables, layer: int,
+              part: int) -> None:
+    """Add each adapter's `scaling * B(A(x))` for its rows to the columns of `out` that its
+    projections in `part` produce."""
+    for rows, per_layer in tables:
+        for which, start, a, b, scaling in per_layer[layer]:
+            if which == part:
+                delta = F.linear(F.linear(x.index_select(0, rows), a), b) * scaling
+                out.narrow(1, start, b.shape[0]).index_add_(0, rows, delta)
+
+
+def script(module: Any) -> Any:
+    """`module` compiled by TorchScript."""
+    return torch.jit.script(module)
