@@ -1,6 +1,6 @@
 """The decoder layers of `decode.FastDecoder` as one TorchScript module.
 
-A batch-1 decoding step of SmolLM2-135M is about 900 small tensor operations between the
+A batch-1 decoding step of SmolLM2-135M is about 750 small tensor operations between the
 matrix products; called from Python each costs 2-4 us of interpreter and argument handling
 on top of its work, about a quarter of the step on this project's 2-core CPUs. TorchScript
 runs the same operations from its C++ interpreter. torch.compile would go further (it fuses
@@ -14,7 +14,6 @@ LoRA rows are computed as PEFT's mixed-batch forward does: each adapter's rows g
 column, A, B, scaling) for each projection it adapts, `part` naming the fused product
 (QKV, O, GATE_UP or DOWN) and the first column where that projection's outputs start in it.
 """
-
 
 from typing import Any
 
