@@ -7,7 +7,8 @@ SmolLM2-135M. `FastDecoder.step` computes the same layer with about 25 operation
 v in one matrix product, gate and up in another, the rotary embedding of q and k at once,
 the fused RMSNorm kernel, and attention through SDPA on the engine's cache buffers, the
 query heads that share a key/value head passed as that head's query rows (so no key is
-repeated). vLLM and llama.cpp do the same fusions; transformers does not expose them.
+repeated). vLLM and llama.cpp do the same fusions; transformers does not expose them. The
+layer loop runs as one TorchScript module (`serve/layers.py`), out of Python's interpreter.
 
 Prefill (many tokens per row) stays on transformers' forward, which it writes to the same
 cache: there the matrix products dominate. LoRA rows work as PEFT's mixed-batch forward
@@ -28,6 +29,8 @@ from tuneforge.serve.prompts import BASE
 
 if TYPE_CHECKING:
     import torch
+
+    from tuneforge.serve.layers import Factors
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ class FastDecoder:
         self._embed, self._norm, self._rotary = inner.embed_tokens, inner.norm, inner.rotary_emb
         # adapter name -> its LoRA factors per layer (serve.layers.Tables), or None where
         # this step does not apply it
-        self._tables: dict[str, list[list[tuple[int, int, Any, Any, float]]] | None] = {}
+        self._tables: dict[str, Factors | None] = {}
 
     @classmethod
     def build(cls, model: Any, linear: Any) -> FastDecoder | None:
@@ -75,11 +78,10 @@ class FastDecoder:
             return None
 
         def packed(projection: torch.nn.Linear) -> Any:
-            # the engine's packed module (its forward is that module's bound method)
+            # the engine's packed module (the projection's forward is its `eager` method)
             module = getattr(projection.forward, "__self__", None)
-            return module if isinstance(module, torch.nn.Module) and \
-                module is not projection else linear(projection.weight.detach(),
-                                                     projection.bias)
+            return module if isinstance(module, (scripted.Fp16Linear, scripted.OneDnnLinear)) \
+                else linear(projection.weight.detach(), projection.bias)
 
         layers = []
         for layer in model.model.layers:
@@ -106,7 +108,7 @@ class FastDecoder:
             layers, float(model.model.norm.variance_epsilon), int(config.num_attention_heads),
             int(config.num_key_value_heads), head_dim, int(config.intermediate_size),
             float(getattr(first, "scaling", head_dim ** -0.5)))
-        return cls(model, scripted.script(module),
+        return cls(model, torch.jit.script(module),
                    [_projections(layer) for layer in model.model.layers])
 
     def rebind(self, model: Any) -> None:
@@ -126,7 +128,7 @@ class FastDecoder:
                 return False
         return True
 
-    def _lora_factors(self, name: str) -> list[list[tuple[int, int, Any, Any, float]]] | None:
+    def _lora_factors(self, name: str) -> Factors | None:
         """Adapter `name`'s (part, first column, A, B, scaling) per layer, or None where it
         is not a plain LoRA on the projections."""
         import torch

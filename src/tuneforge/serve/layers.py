@@ -15,16 +15,16 @@ column, A, B, scaling) for each projection it adapts, `part` naming the fused pr
 (QKV, O, GATE_UP or DOWN) and the first column where that projection's outputs start in it.
 """
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F  # noqa: N812
 
 # the fused products a LoRA factor adds to (TorchScript reads no global: forward spells them)
 QKV, O, GATE_UP, DOWN = 0, 1, 2, 3  # noqa: E741 (the o projection's name)
 
-# (rows, per layer: [(part, first column, A, B, scaling)]) for each adapter in the batch
-Tables = list[tuple[torch.Tensor, list[list[tuple[int, int, torch.Tensor, torch.Tensor, float]]]]]
+# one adapter's LoRA factors: per layer, [(part, first column, A, B, scaling)]
+Factors = list[list[tuple[int, int, torch.Tensor, torch.Tensor, float]]]
+# (its rows, its factors) for each adapter in the batch
+Tables = list[tuple[torch.Tensor, Factors]]
 
 
 class Fp16Linear(torch.nn.Module):
@@ -151,7 +151,3 @@ def _add_lora(out: torch.Tensor, x: torch.Tensor, tables: Tables, layer: int,
                 delta = F.linear(F.linear(x.index_select(0, rows), a), b) * scaling
                 out.narrow(1, start, b.shape[0]).index_add_(0, rows, delta)
 
-
-def script(module: Any) -> Any:
-    """`module` compiled by TorchScript."""
-    return torch.jit.script(module)
