@@ -1,12 +1,14 @@
 """Serving benchmark: `tuneforge serve` on the bundled SmolLM2-135M, driven from this (separate)
 process by 1, 4 and 16 concurrent streaming chat clients; prints one JSON object.
 
-Each client keeps one open connection (as the OpenAI SDK does) and asks for 128 new tokens
+The clients run on one asyncio event loop (as vLLM's benchmark_serving does); each keeps one
+open connection (as the OpenAI SDK does) and asks for 128 new tokens
 (`ignore_eos`, vLLM's extension, so every answer has exactly that many) at temperature 0 over
 /v1/chat/completions with `stream: true`.
 Reported per concurrency level: aggregate generated tokens/s (all tokens over the wall time
 of the level), time to first token and inter-token latency (p50 and p99 over every client
-and every gap between content chunks), and each client's own tokens/s (median).
+and every gap between content chunks), each client's own tokens/s (median), and the CPU
+time this load generator used (it shares the machine's cores with the server).
 
     .venv/bin/python bench/serve_throughput.py [--clients 1,4,16] [--tokens 128]
         [--model smollm2-135m-instruct] [-- extra `tuneforge serve` flags]
@@ -15,6 +17,7 @@ and every gap between content chunks), and each client's own tokens/s (median).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import json
 import os
@@ -52,23 +55,19 @@ def start_server(model: str, extra: list[str]) -> tuple[subprocess.Popen[str], s
     raise SystemExit("tuneforge serve did not start")
 
 
-def one_client(url: str, model: str, prompt: str, tokens: int,
-               client: httpx.Client | None = None) -> dict[str, Any]:
+async def one_client(client: httpx.AsyncClient, model: str, prompt: str,
+                     tokens: int) -> dict[str, Any]:
     """One streaming request on `client`'s open connection (as the OpenAI SDK reuses its
     connection pool), so the times are the server's, not a new TCP connection's."""
-    if client is None:
-        with httpx.Client(base_url=url, timeout=600) as own:
-            own.get("/health")
-            return one_client(url, model, prompt, tokens, own)
     body = {"model": model, "messages": [{"role": "user", "content": prompt}],
             "max_tokens": tokens, "temperature": 0, "stream": True, "ignore_eos": True,
             "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     stamps: list[float] = []
     completion = 0
-    with client.stream("POST", "/v1/chat/completions", json=body) as answer:
+    async with client.stream("POST", "/v1/chat/completions", json=body) as answer:
         answer.raise_for_status()
-        for line in answer.iter_lines():
+        async for line in answer.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
@@ -87,22 +86,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def level(url: str, model: str, clients: int, tokens: int) -> dict[str, Any]:
-    results: list[dict[str, Any]] = []
-    connections = [httpx.Client(base_url=url, timeout=600) for _ in range(clients)]
+async def level(url: str, model: str, clients: int, tokens: int) -> dict[str, Any]:
+    """`clients` concurrent streams, each on its own connection, from one event loop (as
+    vLLM's benchmark_serving drives a server): the load generator shares this machine's
+    cores with the server, and a thread per client cost it several times the CPU."""
+    connections = [httpx.AsyncClient(base_url=url, timeout=600) for _ in range(clients)]
     for connection in connections:
-        connection.get("/health")  # connected before the clock starts
-    threads = [threading.Thread(target=lambda i=i: results.append(
-        one_client(url, model, PROMPTS[i % len(PROMPTS)], tokens, connections[i])))
-        for i in range(clients)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
+        await connection.get("/health")  # connected before the clock starts
+    cpu, start = time.process_time(), time.perf_counter()
+    results = await asyncio.gather(*(
+        one_client(connections[i], model, PROMPTS[i % len(PROMPTS)], tokens)
+        for i in range(clients)))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     for connection in connections:
-        connection.close()
+        await connection.aclose()
     ttfts = [r["ttft"] for r in results]
     gaps = [g for r in results for g in r["gaps"]]
     return {
@@ -114,7 +111,15 @@ def level(url: str, model: str, clients: int, tokens: int) -> dict[str, Any]:
         "ttft_s_p99": round(percentile(ttfts, 0.99), 3),
         "itl_s_p50": round(percentile(gaps, 0.5), 4),
         "itl_s_p99": round(percentile(gaps, 0.99), 4),
+        "load_generator_cpu_s": round(cpu, 2),
     }
+
+
+async def run_levels(url: str, model: str, clients: str, tokens: int
+                     ) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        await one_client(client, model, "Hello", 8)  # warm-up
+    return [await level(url, model, int(n), tokens) for n in clients.split(",")]
 
 
 def main() -> None:
@@ -126,8 +131,7 @@ def main() -> None:
     args = parser.parse_args()
     process, url, startup = start_server(args.model, args.serve_flags)
     try:
-        one_client(url, args.model, "Hello", 8)  # warm-up
-        levels = [level(url, args.model, int(n), args.tokens) for n in args.clients.split(",")]
+        levels = asyncio.run(run_levels(url, args.model, args.clients, args.tokens))
     finally:
         process.terminate()
         process.wait(timeout=60)

@@ -85,6 +85,55 @@ def test_fast_step_logits_equal_the_forward_with_mixed_adapters(
     engine.close()
 
 
+@pytest.mark.parametrize("weights", ["float32", "float16"])
+def test_fast_prefill_equals_the_forward_with_padding_and_mixed_adapters(
+        tiny_llm_dir: Path, tiny_adapters: dict[str, Path], weights: str) -> None:
+    import torch
+    from transformers.cache_utils import Cache
+
+    from tuneforge.serve.engine import _growing_layer
+    from tuneforge.serve.prompts import BASE
+
+    engine = Engine(str(tiny_llm_dir), Settings(), weights=weights)  # type: ignore[arg-type]
+    for name, path in tiny_adapters.items():
+        engine.load_adapter(name, path)
+    prompts = [engine.tokenizer(p)["input_ids"] for p in PROMPTS]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    assert mask.min() == 0  # the prompts' lengths differ: some rows are padded
+    adapters = [BASE, "first", "alpaca", "first"]
+    assert engine._fast is not None and engine._fast.supports(adapters)
+    fast_cache = Cache(layer_class_to_replicate=_growing_layer())
+    fast = engine._fast.prefill(ids, mask, fast_cache, adapters)
+    cache = Cache(layer_class_to_replicate=_growing_layer())
+    slow = engine._forward(ids, cache, adapters, mask, (mask.cumsum(-1) - 1).clamp(min=0))
+    assert torch.allclose(fast, slow, atol=1e-5, rtol=1e-4)
+    # the cache holds the same keys and values in every column a row attends to
+    for mine, theirs in zip(fast_cache.layers, cache.layers, strict=True):
+        attended = mask.bool()[:, None, :, None]
+        assert torch.allclose(mine.keys * attended, theirs.keys * attended, atol=1e-5)
+        assert torch.allclose(mine.values * attended, theirs.values * attended, atol=1e-5)
+        assert torch.isfinite(mine.keys).all() and torch.isfinite(mine.values).all()
+    engine.close()
+
+
+def test_a_wide_float16_product_equals_the_plain_one_eager_and_scripted() -> None:
+    import torch
+
+    from tuneforge.serve.layers import Fp16Linear, WideFp16Linear
+
+    torch.manual_seed(0)
+    columns = 2 * WideFp16Linear.COLUMNS + 100  # two full blocks and a short one
+    weight, bias = torch.randn(columns, 24), torch.randn(columns)
+    wide, plain = WideFp16Linear(weight, bias), Fp16Linear(weight, bias)
+    assert len(wide.parts) == 3
+    x = torch.randn(5, 24)
+    expected = plain.eager(x)
+    assert torch.allclose(wide.eager(x), expected, atol=1e-5)
+    assert torch.allclose(torch.jit.script(wide)(x), expected, atol=1e-5)
+
+
 def test_fast_and_transformers_decoding_answer_the_same(
         tiny_llm_dir: Path, tiny_adapters: dict[str, Path]) -> None:
     answers = {}
@@ -145,15 +194,16 @@ def test_a_dora_adapter_is_refused_clearly(tiny_llm_dir: Path, tmp_path: Path) -
         assert engine.complete(greedy(PROMPTS[0])) == plain  # the engine serves on
 
 
+@pytest.mark.parametrize("method", ["step", "prefill"])
 def test_a_step_that_disagrees_at_start_up_is_not_used(
         tiny_llm_dir: Path, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
-    # a fault injected into the fast step: its logits move by 0.1, so the start-up check
-    # must find the difference and keep transformers' forward
+        caplog: pytest.LogCaptureFixture, method: str) -> None:
+    # a fault injected into the fast step or prefill: its logits move by 0.1, so the
+    # start-up check must find the difference and keep transformers' forward
     from tuneforge.serve.decode import FastDecoder
 
-    step = FastDecoder.step
-    monkeypatch.setattr(FastDecoder, "step", lambda self, *a: step(self, *a) + 0.1)
+    original = getattr(FastDecoder, method)
+    monkeypatch.setattr(FastDecoder, method, lambda self, *a: original(self, *a) + 0.1)
     with caplog.at_level("WARNING"), Engine(str(tiny_llm_dir), Settings()) as engine:
         assert engine._fast is None
         assert engine.complete(greedy(PROMPTS[0])).usage.completion_tokens == 20

@@ -105,7 +105,10 @@ class Engine:
         self.weights = _pack_linears(self._model, weights)
         self._fast = FastDecoder.build(self._model, _linear(self.weights)) \
             if fast_decode else None
-        if self._fast is not None and not self._fast_agrees():
+        # twice: TorchScript's profiling executor optimizes a method at its second call
+        # (about a second for SmolLM2-135M here), which would otherwise hold up the first
+        # requests; the later calls reuse that graph at any shape
+        if self._fast is not None and not (self._fast_agrees() and self._fast_agrees()):
             logger.warning("the fast decoding step disagrees with transformers' forward on "
                            "this model; decoding through transformers")
             self._fast = None
@@ -360,14 +363,18 @@ class Engine:
             return
         width = max(len(seq.ids) for seq in joining)
         cache = Cache(layer_class_to_replicate=_growing_layer())
+        adapters = [s.adapter for s in joining]
         if len(joining) == 1:  # alone: no padding, no mask
-            logits = self._forward(torch.tensor([joining[0].ids]), cache, [joining[0].adapter])
+            ids, mask = torch.tensor([joining[0].ids]), None
         else:
             ids = torch.tensor([[0] * (width - len(s.ids)) + s.ids for s in joining])
             mask = torch.tensor([[0] * (width - len(s.ids)) + [1] * len(s.ids)
                                  for s in joining])
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self._forward(ids, cache, [s.adapter for s in joining], mask, positions)
+        if self._fast is not None and self._fast.supports(adapters):
+            logits = self._fast.prefill(ids, mask, cache, adapters)
+        else:
+            positions = None if mask is None else (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self._forward(ids, cache, adapters, mask, positions)
         tokens = next_tokens(logits, [s.request for s in joining], [s.ids for s in joining],
                              [s.generator for s in joining])
         staying = []
@@ -420,23 +427,27 @@ class Engine:
         self._leave([s for s in running if s.done])
 
     def _fast_agrees(self) -> bool:
-        """Whether the fast step's logits match transformers' forward on a short prompt
-        (prefilled by transformers, then one step each way from copies of its cache)."""
-        import copy
-
+        """Whether the fast prefill and step match transformers' forward: the logits after
+        two left-padded prompts, and then of one step each way from each one's cache."""
         import torch
         from transformers.cache_utils import Cache
 
         assert self._fast is not None
         vocab = int(self._model.config.vocab_size)
-        ids = torch.arange(1, 9)[None, :] % vocab
+        ids = torch.arange(1, 17).view(2, 8) % vocab
+        mask = torch.ones_like(ids)
+        mask[1, :3] = 0
+        fast_cache = Cache(layer_class_to_replicate=_growing_layer())
+        fast = self._fast.prefill(ids, mask, fast_cache, [BASE, BASE])
         cache = Cache(layer_class_to_replicate=_growing_layer())
-        self._forward(ids, cache, [BASE])
-        token, position = ids[:, -1] * 7 % vocab, torch.tensor([ids.shape[1]])
-        mask = torch.ones(1, ids.shape[1] + 1, dtype=torch.bool)
-        fast = self._fast.step(token, position, mask, copy.deepcopy(cache), [BASE])
-        slow = self._forward(token[:, None], cache, [BASE], mask.long(), position[:, None])
-        return bool((fast - slow).abs().max() <= 1e-3 * slow.abs().max() + 1e-5)
+        slow = self._forward(ids, cache, [BASE, BASE], mask, (mask.cumsum(-1) - 1).clamp(min=0))
+        if not _close(fast, slow):
+            return False
+        token, position = ids[:, -1] * 7 % vocab, mask.sum(-1)
+        mask = torch.cat([mask.bool(), torch.ones(2, 1, dtype=torch.bool)], dim=-1)
+        fast = self._fast.step(token, position, mask, fast_cache, [BASE, BASE])
+        slow = self._forward(token[:, None], cache, [BASE, BASE], mask.long(), position[:, None])
+        return _close(fast, slow)
 
     def _emit(self, seq: _Sequence, token: int) -> bool:
         """Send `token`'s text; finish `seq` on EOS, a stop string or max_tokens."""
@@ -484,6 +495,11 @@ class Engine:
 
     def _width(self) -> int:
         return int(self._cache.layers[0].keys.shape[-2])
+
+
+def _close(fast: torch.Tensor, slow: torch.Tensor) -> bool:
+    """Whether the fast path's logits are transformers' within float32 rounding."""
+    return bool((fast - slow).abs().max() <= 1e-3 * slow.abs().max() + 1e-5)
 
 
 # Free columns a layer's buffers get past the last one when (re)built: each step writes one.
@@ -611,11 +627,12 @@ def _linear_forward(weight: torch.Tensor, bias: torch.Tensor | None,
     where neither packing applies (the caller keeps torch's own linear)."""
     import torch
 
-    from tuneforge.serve.layers import Fp16Linear, OneDnnLinear
+    from tuneforge.serve.layers import Fp16Linear, OneDnnLinear, WideFp16Linear
 
     bias = None if bias is None else bias.detach()
     if weights == "float16" and weight.abs().max() < torch.finfo(torch.float16).max:
-        return Fp16Linear(weight, bias)
+        wide = weight.shape[0] > 1.5 * WideFp16Linear.COLUMNS
+        return (WideFp16Linear if wide else Fp16Linear)(weight, bias)
     if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         return OneDnnLinear(weight, bias)
     return None
