@@ -115,6 +115,12 @@ def test_fast_prefill_equals_the_forward_with_padding_and_mixed_adapters(
         assert torch.allclose(mine.keys * attended, theirs.keys * attended, atol=1e-5)
         assert torch.allclose(mine.values * attended, theirs.values * attended, atol=1e-5)
         assert torch.isfinite(mine.keys).all() and torch.isfinite(mine.values).all()
+    # one prompt alone: no padding, no mask (causal attention)
+    alone = torch.tensor([prompts[2]])
+    fast = engine._fast.prefill(alone, None, Cache(layer_class_to_replicate=_growing_layer()),
+                                ["alpaca"])
+    slow = engine._forward(alone, Cache(layer_class_to_replicate=_growing_layer()), ["alpaca"])
+    assert torch.allclose(fast, slow, atol=1e-5, rtol=1e-4)
     engine.close()
 
 

@@ -206,12 +206,13 @@ class FastDecoder:
                 else (mask.cumsum(-1) - 1).clamp(min=0)
             x = self._embed(ids).view(rows * tokens, -1)
             cos, sin = self._rotation(x, positions.reshape(-1))
-            allowed = torch.ones(tokens, tokens, dtype=torch.bool).tril()[None]
+            attend = None  # no padding: causal attention, no mask
             if mask is not None:
                 # a padding token attends to itself only: a row of the mask that is all
                 # -inf would make its attention NaN, and the NaN would reach the cache
-                allowed = allowed & mask.bool()[:, None, :] | torch.eye(tokens, dtype=torch.bool)
-            attend = _additive(allowed.expand(rows, tokens, tokens))[:, None]
+                allowed = torch.ones(tokens, tokens, dtype=torch.bool).tril()[None] \
+                    & mask.bool()[:, None, :] | torch.eye(tokens, dtype=torch.bool)
+                attend = _additive(allowed)[:, None]
             kv, dim = self._layers.kv_heads, self._layers.head_dim
             empty = x.new_zeros(rows, kv, 0, dim)
             while len(cache.layers) < len(self._modules):

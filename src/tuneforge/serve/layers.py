@@ -16,6 +16,8 @@ column, A, B, scaling) for each projection it adapts, `part` naming the fused pr
 (QKV, O, GATE_UP or DOWN) and the first column where that projection's outputs start in it.
 """
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F  # noqa: N812
 
@@ -187,13 +189,14 @@ class Layers(torch.nn.Module):
 
     @torch.jit.export
     def prefill(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attend: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
-                tokens: int, tables: Tables) -> torch.Tensor:
+                attend: Optional[torch.Tensor], keys: list[torch.Tensor],  # noqa: UP045
+                values: list[torch.Tensor], tokens: int, tables: Tables) -> torch.Tensor:
         """The hidden states [rows * tokens, hidden] after the layers, from the embedded
         prompts `x` [rows * tokens, hidden] (each row's `tokens` tokens in turn).
 
         cos, sin: [rows * tokens, 1, head_dim] as in `forward`; attend: [rows, 1, tokens,
-        tokens] additive mask (causal, and padding); keys, values: each layer's cache
+        tokens] additive mask (causal, and padding), or None for causal attention with no
+        padding (SDPA then skips the masked half); keys, values: each layer's cache
         buffers [rows, kv_heads, room, head_dim], whose first `tokens` columns this writes.
         LoRA rows in `tables` count tokens (row r's tokens are r * tokens + t).
         """
@@ -206,7 +209,8 @@ class Layers(torch.nn.Module):
             k.copy_(qk[:, heads:])
             v = values[index][:, :, :tokens].copy_(v.view(rows, tokens, kv, dim).transpose(1, 2))
             a = F.scaled_dot_product_attention(
-                qk[:, :heads], k, v, attn_mask=attend, scale=self.scale, enable_gqa=True)
+                qk[:, :heads], k, v, attn_mask=attend, is_causal=attend is None,
+                scale=self.scale, enable_gqa=True)
             x = layer.finish(x, a.transpose(1, 2).reshape(rows * tokens, heads * dim), tables,
                              index, self.eps, self.intermediate)
         return x
