@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,28 @@ def atomic_dir(path: Path) -> Path:
     return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
 
 
-def commit_dir(tmp: Path, path: Path) -> None:
-    """Move a completed temporary directory onto its final name."""
-    if path.exists():
-        import shutil
+def commit_dir(tmp: Path, path: Path, *, keep: Callable[[Path], bool] | None = None) -> None:
+    """Move a completed temporary directory onto its final name, replacing what is there.
 
+    keep: for content-addressed caches, where every writer of `path` writes the same
+    content: a test of the directory found at `path` (another process's, committed before
+    or while this one wrote); where it holds, that directory stays and `tmp` is removed.
+    """
+    import shutil
+
+    if path.exists():
+        if keep is not None and keep(path):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         shutil.rmtree(path)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        # a directory renamed onto a non-empty one fails (ENOTEMPTY): another writer
+        # committed `path` between the check above and the rename
+        if keep is None or not path.is_dir() or not keep(path):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def copy_dir_atomic(source: Path, target: Path) -> Path:

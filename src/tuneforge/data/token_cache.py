@@ -109,7 +109,8 @@ def save_tokenized(data: TokenizedData, path: Path) -> None:
             "report": data.report.to_dict(),
         }
         atomic_write(tmp / "meta.json", json.dumps(meta, ensure_ascii=False))
-        commit_dir(tmp, path)
+        # the key names the content: a whole entry another process wrote stays
+        commit_dir(tmp, path, keep=lambda entry: load_tokenized(entry) is not None)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -104,7 +104,7 @@ def _from_gguf(gguf: Path, target: Path, *, known_class: bool = False) -> PreTra
             ) from None
         tmp = atomic_dir(target)
         tokenizer.save_pretrained(str(tmp))
-        commit_dir(tmp, target)
+        commit_dir(tmp, target, keep=Path.is_dir)  # another process converted it meanwhile
     return AutoTokenizer.from_pretrained(str(target), local_files_only=True)
 
 
