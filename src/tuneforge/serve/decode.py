@@ -203,7 +203,7 @@ class FastDecoder:
         rows, tokens = ids.shape
         with torch.inference_mode():
             positions = torch.arange(tokens).expand(rows, tokens) if mask is None \
-                else (mask.cumsum(-1) - 1).clamp(min=0)
+                else padded_positions(mask)
             x = self._embed(ids).view(rows * tokens, -1)
             cos, sin = self._rotation(x, positions.reshape(-1))
             attend = None  # no padding: causal attention, no mask
@@ -254,6 +254,12 @@ class FastDecoder:
                 spread = (spread[:, None] * tokens + torch.arange(tokens)).reshape(-1)
             tables.append((spread, self._tables[name]))
         return tables
+
+
+def padded_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Each token's position within its own row of a left-padded batch (padding at 0), from
+    the batch's mask [rows, tokens] (1 where a row has a token)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def _additive(allowed: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,7 @@ from tuneforge.errors import (
 )
 from tuneforge.models.sources import resolve_model
 from tuneforge.serve.adapters import adapter_dir
-from tuneforge.serve.decode import FastDecoder
+from tuneforge.serve.decode import FastDecoder, padded_positions
 from tuneforge.serve.prompts import BASE, request_prompt, training_renderer
 from tuneforge.serve.requests import Completion, GenerationRequest
 from tuneforge.serve.sampling import next_tokens
@@ -373,7 +373,7 @@ class Engine:
         if self._fast is not None and self._fast.supports(adapters):
             logits = self._fast.prefill(ids, mask, cache, adapters)
         else:
-            positions = None if mask is None else (mask.cumsum(-1) - 1).clamp(min=0)
+            positions = None if mask is None else padded_positions(mask)
             logits = self._forward(ids, cache, adapters, mask, positions)
         tokens = next_tokens(logits, [s.request for s in joining], [s.ids for s in joining],
                              [s.generator for s in joining])
@@ -440,7 +440,7 @@ class Engine:
         fast_cache = Cache(layer_class_to_replicate=_growing_layer())
         fast = self._fast.prefill(ids, mask, fast_cache, [BASE, BASE])
         cache = Cache(layer_class_to_replicate=_growing_layer())
-        slow = self._forward(ids, cache, [BASE, BASE], mask, (mask.cumsum(-1) - 1).clamp(min=0))
+        slow = self._forward(ids, cache, [BASE, BASE], mask, padded_positions(mask))
         if not _close(fast, slow):
             return False
         token, position = ids[:, -1] * 7 % vocab, mask.sum(-1)

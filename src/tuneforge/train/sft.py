@@ -20,7 +20,6 @@ from tuneforge.train.collate import PaddingCollator, TokenizedDataset
 from tuneforge.train.methods import apply_method, load_model
 from tuneforge.train.stage import TrainResult, prepare_stage, run_callbacks, train_and_save
 from tuneforge.train.stopping import StopRequest
-from tuneforge.train.swiglu import fuse_swiglu
 from tuneforge.train.trainer import CausalLMTrainer
 
 logger = logging.getLogger(__name__)
@@ -41,7 +40,6 @@ def run_causal_lm(config: RunConfig, paths: RunPaths, settings: Settings, stop: 
     model = load_model(config, model_dir, AutoModelForCausalLM)
     if config.data.padding_free:  # attention per packed sample, with no L x L mask
         model.set_attn_implementation(PACKED_ATTENTION)
-    fuse_swiglu(model)  # the MLPs keep less for the backward pass (same results)
     model = apply_method(model, config.method)
     args = training_arguments(config, paths.checkpoints, has_eval=eval_data is not None,
                               device=device)
