@@ -33,3 +33,22 @@ def test_a_missing_fsdp_config_is_named(tmp_path: Path) -> None:
     config = load_run_config(overrides=["--fsdp", "--fsdp_config", str(tmp_path / "f.json")])
     with pytest.raises(NotFoundError, match="FSDP config not found"):
         check_hardware(config)
+
+
+def test_importing_the_training_engine_bounds_onednn_kernel_caches() -> None:
+    """Both caches are bounded unless the user sized them (read once, at first use)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, tuneforge.train.hardware; print(os.environ"
+            "['ONEDNN_PRIMITIVE_CACHE_CAPACITY'], os.environ['LRU_CACHE_CAPACITY'])")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["64", "64"]
+    env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "500"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["500", "64"]

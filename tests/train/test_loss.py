@@ -74,6 +74,27 @@ def test_packed_attention_equals_attention_per_sample(tiny_llm_dir: Path) -> Non
         model(**PaddingCollator(0, padding_free=False)(ROWS), use_cache=False)
 
 
+def test_packed_attention_under_cpu_autocast_takes_float32_for_short_samples(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.nn.functional as F
+
+    from tuneforge.train import attention
+
+    monkeypatch.setattr(attention, "FP32_BELOW", 8)
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 4, 14, 8), torch.randn(1, 2, 14, 8), torch.randn(1, 2, 14, 8)
+    positions = torch.tensor([[*range(5), *range(9)]])  # a 5-token sample, then a 9-token one
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = attention.packed_sdpa(None, q, k, v, None, position_ids=positions)
+        long = F.scaled_dot_product_attention(q[:, :, 5:], k[:, :, 5:], v[:, :, 5:],
+                                              is_causal=True, enable_gqa=True)
+    short = F.scaled_dot_product_attention(q[:, :, :5], k[:, :, :5], v[:, :, :5],
+                                           is_causal=True, enable_gqa=True)
+    assert out.dtype == long.dtype == torch.bfloat16
+    assert torch.equal(out[:, :5], short.to(torch.bfloat16).transpose(1, 2))  # float32 math
+    assert torch.equal(out[:, 5:], long.transpose(1, 2))  # the autocast (bf16) kernel
+
+
 def test_llama_heads_take_the_chunked_loss_and_get_their_forward_back(
         trainer: CausalLMTrainer) -> None:
     from tuneforge.train import trainer as trainer_module
@@ -120,3 +141,31 @@ def test_fused_chunked_loss_gradients_equal_autograd(monkeypatch: pytest.MonkeyP
     trainer_module.chunked_cross_entropy(hidden, targets, head).backward()
     assert torch.allclose(hidden.grad, got[0] / 3.0, atol=1e-5)
     assert torch.equal(head.weight.grad, before)  # nothing accumulated into a frozen head
+
+
+def test_fused_chunked_loss_in_bf16_matches_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With mixed precision the chunked head multiplies in bf16, as autocast's head would."""
+    from tuneforge.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "CHUNK", 4)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 40, bias=False)
+    hidden = torch.randn(10, 16, requires_grad=True)
+    targets = torch.randint(0, 40, (10,))
+    targets[3] = -100
+    ours = trainer_module.chunked_cross_entropy(hidden, targets, head, torch.bfloat16)
+    ours.backward()
+    got = (hidden.grad.clone(), head.weight.grad.clone())
+    hidden.grad, head.weight.grad = None, None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(hidden)
+    assert logits.dtype == torch.bfloat16
+    plain = torch.nn.functional.cross_entropy(logits.float(), targets, ignore_index=-100,
+                                              reduction="sum")
+    plain.backward()
+    assert torch.allclose(ours, plain, rtol=1e-5)
+    fp32 = torch.nn.functional.cross_entropy(head(hidden), targets, ignore_index=-100,
+                                             reduction="sum")
+    assert not torch.allclose(ours, fp32, rtol=1e-6)  # the products were in bf16
+    for mine, want in zip(got, (hidden.grad, head.weight.grad), strict=True):
+        assert torch.allclose(mine, want, rtol=1e-2, atol=1e-3)

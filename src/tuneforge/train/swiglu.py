@@ -35,11 +35,10 @@ class SwiGLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gate, up = ctx.saved_tensors
-        sigmoid = torch.sigmoid(gate)
-        silu = gate * sigmoid
-        # d silu(g) / dg = sigmoid(g) * (1 + g * (1 - sigmoid(g))), as aten's silu_backward
-        grad_gate = grad * up * sigmoid * (1 + gate * (1 - sigmoid))
-        return grad_gate, grad * silu
+        # aten's silu_backward is the gradient autograd's own SiLU uses, in one fused pass:
+        # grad * sigmoid(g) * (1 + g * (1 - sigmoid(g)))
+        grad_gate = torch.ops.aten.silu_backward(grad * up, gate)
+        return grad_gate, grad * F.silu(gate)
 
 
 def _forward(self: Any, x: torch.Tensor) -> torch.Tensor:
