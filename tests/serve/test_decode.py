@@ -70,7 +70,18 @@ def _batch_logits(engine: Engine, requests: list[GenerationRequest]) -> tuple[ob
     return fast, slow
 
 
-@pytest.mark.parametrize("weights", ["float32", "float16"])
+def _tolerance(engine: Engine) -> dict[str, float]:
+    """allclose's tolerances for the engine's products: float32 rounding, or bf16's (whose
+    inputs round to 8 significant bits, so the fused and unfused products differ more)."""
+    if engine.weights in ("bfloat16", "auto"):
+        return {"atol": 1e-2, "rtol": 2e-2}
+    return {"atol": 1e-5, "rtol": 1e-4}
+
+
+WEIGHTS = ["float32", "float16", "bfloat16", "auto"]  # bf16 ones fall back without native bf16
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
 def test_fast_step_logits_equal_the_forward_with_mixed_adapters(
         tiny_llm_dir: Path, tiny_adapters: dict[str, Path], weights: str) -> None:
     import torch
@@ -81,11 +92,11 @@ def test_fast_step_logits_equal_the_forward_with_mixed_adapters(
     requests = [greedy(PROMPTS[0]), greedy(PROMPTS[1], "first"), greedy(PROMPTS[2], "alpaca"),
                 greedy(PROMPTS[3], "first"), greedy(PROMPTS[1])]
     fast, slow = _batch_logits(engine, requests)
-    assert torch.allclose(fast, slow, atol=1e-5, rtol=1e-4)  # type: ignore[arg-type]
+    assert torch.allclose(fast, slow, **_tolerance(engine))  # type: ignore[arg-type]
     engine.close()
 
 
-@pytest.mark.parametrize("weights", ["float32", "float16"])
+@pytest.mark.parametrize("weights", WEIGHTS)
 def test_fast_prefill_equals_the_forward_with_padding_and_mixed_adapters(
         tiny_llm_dir: Path, tiny_adapters: dict[str, Path], weights: str) -> None:
     import torch
@@ -112,8 +123,9 @@ def test_fast_prefill_equals_the_forward_with_padding_and_mixed_adapters(
     # the cache holds the same keys and values in every column a row attends to
     for mine, theirs in zip(fast_cache.layers, cache.layers, strict=True):
         attended = mask.bool()[:, None, :, None]
-        assert torch.allclose(mine.keys * attended, theirs.keys * attended, atol=1e-5)
-        assert torch.allclose(mine.values * attended, theirs.values * attended, atol=1e-5)
+        for got, want in ((mine.keys, theirs.keys), (mine.values, theirs.values)):
+            # rtol: float16 weights, values in the hundreds (AVX-512 FBGEMM rounds otherwise)
+            assert torch.allclose(got * attended, want * attended, **_tolerance(engine))
         assert torch.isfinite(mine.keys).all() and torch.isfinite(mine.values).all()
     # one prompt alone: no padding, no mask (causal attention)
     alone = torch.tensor([prompts[2]])

@@ -209,6 +209,74 @@ def test_float16_weights_stay_close_to_float32(tiny_llm_dir: Path) -> None:
     assert not torch.equal(logits["float16"], logits["float32"])  # the fp16 path really ran
 
 
+def test_bf16_weights_stay_close_to_float32_and_auto_picks_by_rows(tiny_llm_dir: Path) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from tuneforge.models.hardware import cpu_has_fast_bf16
+    from tuneforge.serve.layers import Bf16Linear, ByRowsLinear, Fp16Linear
+
+    if not cpu_has_fast_bf16():
+        pytest.skip("this CPU has no native bf16 matmul: bfloat16 and auto use float16")
+    ids = torch.tensor([[5, 9, 13, 21, 34]])
+    logits = {}
+    for weights in ("float32", "bfloat16", "auto"):
+        with Engine(str(tiny_llm_dir), Settings(), weights=weights) as engine:  # type: ignore[arg-type]
+            assert engine.weights == weights
+            with torch.inference_mode():
+                logits[weights] = engine._model(ids).logits
+            first = engine.complete(greedy(PROMPTS[0], max_tokens=12))
+            assert engine.complete(greedy(PROMPTS[0], max_tokens=12)) == first
+    scale = logits["float32"].abs().max()
+    for weights in ("bfloat16", "auto"):  # 5 prompt rows: auto's bf16 side
+        assert (logits[weights] - logits["float32"]).abs().max() < 2e-2 * scale
+    assert not torch.equal(logits["bfloat16"], logits["float32"])  # bf16 really ran
+
+    weight, bias = torch.randn(24, 16), torch.randn(24)
+    bf16, half = Bf16Linear(weight, bias), Fp16Linear(weight, bias)
+    x = torch.randn(8, 16)
+    want = F.linear(x.bfloat16(), weight.bfloat16(), bias.bfloat16()).float()
+    assert torch.equal(bf16(x), want) and bf16(x).dtype == torch.float32
+    by_rows = torch.jit.script(ByRowsLinear(half, bf16))
+    assert torch.equal(by_rows(x[:ByRowsLinear.ROWS - 1]), half(x[:ByRowsLinear.ROWS - 1]))
+    assert torch.equal(by_rows(x[:ByRowsLinear.ROWS]), bf16(x[:ByRowsLinear.ROWS]))
+    # transformers' [batch, tokens, hidden] input counts tokens as rows
+    assert torch.equal(by_rows(x[None]), bf16(x[None]))
+
+
+def test_the_model_loads_and_steps_in_the_engine_thread(
+        tiny_llm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One thread runs every parallel torch operation of the engine (OpenMP spins only while
+    a process has no more OpenMP threads than cores); a load error reaches the caller."""
+    from tuneforge.serve import engine as engine_module
+
+    threads: set[str] = set()
+    pack, step = engine_module._pack_linears, Engine._step
+
+    def recording_pack(*args: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return pack(*args)
+
+    def recording_step(self: Engine) -> None:
+        threads.add(threading.current_thread().name)
+        step(self)
+
+    monkeypatch.setattr(engine_module, "_pack_linears", recording_pack)
+    monkeypatch.setattr(Engine, "_step", recording_step)
+    with Engine(str(tiny_llm_dir), Settings()) as engine:
+        engine.complete(greedy(PROMPTS[0], max_tokens=3))
+    assert threads == {"tuneforge-engine"}
+
+    def broken(*args: Any) -> Any:
+        raise OSError("weights unreadable")
+
+    monkeypatch.setattr(engine_module, "_pack_linears", broken)
+    before = threading.active_count()
+    with pytest.raises(OSError, match="weights unreadable"):
+        Engine(str(tiny_llm_dir), Settings())
+    assert threading.active_count() == before  # the engine thread ended
+
+
 def test_prompts_prefilled_together_answer_as_alone(tiny_llm_dir: Path,
                                                     tiny_adapters: dict[str, Path]) -> None:
     engine = Engine(str(tiny_llm_dir), Settings(), max_batch=8)

@@ -288,7 +288,8 @@ def serve_command(
     backend: Annotated[str | None, typer.Option(
         help="transformers, vllm (CUDA + vLLM) or auto (vllm where possible).")] = None,
     weights: Annotated[str | None, typer.Option(
-        help="CPU linear weights: float16 (default; math in float32, ~1.5x faster) or "
+        help="CPU linear weights: auto (default: float16 for a few rows, bfloat16 for "
+        "batches where the CPU has native bf16), float16 (math in float32), bfloat16 or "
         "float32 (exact).")] = None,
     api_key: Annotated[str | None, typer.Option(
         "--api-key", "--api_key", envvar=["TUNEFORGE_API_TOKEN", "TUNEFORGE_API_KEY"],
@@ -339,8 +340,9 @@ def chat_command(
     temperature: Annotated[float, typer.Option(min=0.0, help="0 is greedy.")] = 0.7,
     top_p: Annotated[float, typer.Option("--top-p", "--top_p", min=0.0, max=1.0)] = 0.9,
     weights: Annotated[str, typer.Option(
-        help="CPU linear weights: float16 (math in float32, faster) or float32 (exact).")
-    ] = "float16",
+        help="CPU linear weights: auto (float16 for a few rows, bfloat16 for more where the "
+        "CPU has native bf16), float16 (math in float32), bfloat16 or float32 (exact).")
+    ] = "auto",
 ) -> None:
     """A terminal conversation: type a message, read the answer as it is generated.
     `clear` forgets the conversation, `exit` (or Ctrl-D) quits, Ctrl-C stops an answer."""

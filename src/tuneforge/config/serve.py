@@ -41,11 +41,13 @@ class ServeConfig(Section):
     backend: Literal["auto", "transformers", "vllm"] = Field(
         default="auto", description="Inference backend of causal LMs: transformers (CPU or "
         "GPU), vllm (needs vLLM and a CUDA GPU), or auto: vllm where both are present.")
-    weights: Literal["float16", "float32"] = Field(
-        default="float16", description="How the transformers backend keeps a causal LM's "
+    weights: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        default="auto", description="How the transformers backend keeps a causal LM's "
         "linear weights on the CPU: float16 (half the memory read per token, math still in "
-        "float32; about 1.5x faster) or float32 (exact, and a row's result independent of "
-        "the batch).")
+        "float32; about 1.5x faster than float32), bfloat16 (weights and products in bf16, on "
+        "CPUs with native bf16 such as AMX: fastest for batches), auto (float16 for fewer "
+        "than 6 rows, bfloat16 from 6, where bf16 is native; else float16) or float32 "
+        "(exact, and a row's result independent of the batch).")
     api_key: str | None = Field(
         default=None, description="API token (also TUNEFORGE_API_TOKEN): when set, every "
         "request but /health needs `Authorization: Bearer <token>` (as OpenAI clients send "

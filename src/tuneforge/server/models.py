@@ -62,7 +62,7 @@ class ServedModels:
 
     def __init__(self, settings: Settings, *, max_batch: int = 16, max_queue: int = 64,
                  max_adapters: int = 8, backend: str = "auto",
-                 weights: WeightFormat = "float16") -> None:
+                 weights: WeightFormat = "auto") -> None:
         self.settings, self.backend, self.weights = settings, backend, weights
         self.max_batch, self.max_queue, self.max_adapters = max_batch, max_queue, max_adapters
         self._served: dict[str, Served] = {}

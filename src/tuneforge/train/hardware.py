@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-from functools import cache
 from pathlib import Path
 
 from tuneforge.config.run import RunConfig
 from tuneforge.errors import NotFoundError, UnsupportedError
+from tuneforge.models.hardware import cpu_bf16_speedup, cpu_has_fast_bf16
 
 # oneDNN's primitive cache and ideep's, per process (their defaults: 1,024 each)
 KERNEL_CACHE_ENTRIES = "64"
-FAST_BF16 = 1.2  # unset bf16 turns on where bf16 matmul is this much faster than float32
 SLOW_BF16 = 0.3  # asked-for bf16 is refused below this (emulated, no native kernels)
 
 
@@ -55,35 +54,7 @@ def use_bf16(config: RunConfig, device: str) -> bool:
         return False
     if device == "cuda":
         return bool(torch.cuda.is_bf16_supported())
-    return cpu_bf16_speedup() >= FAST_BF16
-
-
-@cache
-def cpu_bf16_speedup() -> float:
-    """float32 matmul time / bfloat16 matmul time on this CPU (above 1: bf16 is faster).
-
-    0 where oneDNN has no native bf16 kernels for this CPU (torch then emulates bf16, two
-    orders of magnitude slower). Otherwise measured: what the silicon offers (avx512_bf16,
-    amx_bf16) says little about what a 512 x 512 matmul gets. Costs a few milliseconds.
-    """
-    import time
-
-    import torch
-
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return 0.0
-
-    def seconds(dtype: torch.dtype) -> float:
-        a = torch.randn(512, 512).to(dtype)
-        a @ a
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            a @ a
-            best = min(best, time.perf_counter() - start)
-        return best
-
-    return seconds(torch.float32) / max(seconds(torch.bfloat16), 1e-9)
+    return cpu_has_fast_bf16()
 
 
 def bound_kernel_caches() -> None:
