@@ -193,18 +193,27 @@ def test_async_iteration_yields_the_same_text(engine: Engine) -> None:
     assert asyncio.run(read()) == engine.complete(greedy(PROMPTS[3], max_tokens=10)).text
 
 
-def test_float16_weights_stay_close_to_float32(tiny_llm_dir: Path) -> None:
+def _logits_by_weights(tiny_llm_dir: Path, formats: tuple[str, ...]) -> dict[str, Any]:
+    """The logits of one 5-token prompt with each weight format, checking on the way that
+    each engine answers greedily the same twice."""
     import torch
 
     ids = torch.tensor([[5, 9, 13, 21, 34]])
     logits = {}
-    for weights in ("float32", "float16"):
+    for weights in formats:
         with Engine(str(tiny_llm_dir), Settings(), weights=weights) as engine:  # type: ignore[arg-type]
             assert engine.weights == weights
             with torch.inference_mode():
                 logits[weights] = engine._model(ids).logits
             first = engine.complete(greedy(PROMPTS[0], max_tokens=12))
             assert engine.complete(greedy(PROMPTS[0], max_tokens=12)) == first
+    return logits
+
+
+def test_float16_weights_stay_close_to_float32(tiny_llm_dir: Path) -> None:
+    import torch
+
+    logits = _logits_by_weights(tiny_llm_dir, ("float32", "float16"))
     assert torch.allclose(logits["float16"], logits["float32"], atol=1e-2)
     assert not torch.equal(logits["float16"], logits["float32"])  # the fp16 path really ran
 
@@ -218,15 +227,7 @@ def test_bf16_weights_stay_close_to_float32_and_auto_picks_by_rows(tiny_llm_dir:
 
     if not cpu_has_fast_bf16():
         pytest.skip("this CPU has no native bf16 matmul: bfloat16 and auto use float16")
-    ids = torch.tensor([[5, 9, 13, 21, 34]])
-    logits = {}
-    for weights in ("float32", "bfloat16", "auto"):
-        with Engine(str(tiny_llm_dir), Settings(), weights=weights) as engine:  # type: ignore[arg-type]
-            assert engine.weights == weights
-            with torch.inference_mode():
-                logits[weights] = engine._model(ids).logits
-            first = engine.complete(greedy(PROMPTS[0], max_tokens=12))
-            assert engine.complete(greedy(PROMPTS[0], max_tokens=12)) == first
+    logits = _logits_by_weights(tiny_llm_dir, ("float32", "bfloat16", "auto"))
     scale = logits["float32"].abs().max()
     for weights in ("bfloat16", "auto"):  # 5 prompt rows: auto's bf16 side
         assert (logits[weights] - logits["float32"]).abs().max() < 2e-2 * scale
