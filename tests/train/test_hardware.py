@@ -35,20 +35,31 @@ def test_a_missing_fsdp_config_is_named(tmp_path: Path) -> None:
         check_hardware(config)
 
 
-def test_importing_the_training_engine_bounds_onednn_kernel_caches() -> None:
-    """Both caches are bounded unless the user sized them (read once, at first use)."""
+def test_a_training_run_bounds_onednn_kernel_caches_unless_sized() -> None:
+    """Both caches are bounded when training starts (read once, at the first oneDNN
+    product), unless the user sized them; importing the engine (as the server does) leaves
+    them alone."""
     import os
     import subprocess
     import sys
 
-    code = ("import os, tuneforge.train.hardware; print(os.environ"
-            "['ONEDNN_PRIMITIVE_CACHE_CAPACITY'], os.environ['LRU_CACHE_CAPACITY'])")
+    code = (
+        "import os, tuneforge.train.run as run\n"
+        "from tuneforge.config import load_run_config\n"
+        "from tuneforge.settings import Settings\n"
+        "before = os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY')\n"
+        "config = load_run_config()\n"  # a stage no recipe has: train fails at its start
+        "config = config.model_copy(update={'method': config.method.model_copy("
+        "update={'stage': 'none'})})\n"
+        "try:\n    run.train(config, Settings())\nexcept Exception:\n    pass\n"
+        "print(before, os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'],"
+        " os.environ['LRU_CACHE_CAPACITY'])\n")
     env = {k: v for k, v in os.environ.items()
            if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == ["64", "64"]
+    assert out == ["None", "64", "64"]
     env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "500"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == ["500", "64"]
+    assert out == ["500", "500", "64"]

@@ -170,7 +170,7 @@ class Layer(torch.nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(q and k rotated [tokens, heads + kv, dim], v [tokens, kv * dim]) of `x` [tokens,
         hidden]; cos, sin: [tokens, 1, dim], sin with its first half negated."""
-        h = F.rms_norm(x, [x.shape[-1]], self.norm_in, eps)
+        h = _rms_norm(x, self.norm_in, eps)
         qkv = self.qkv(h)
         _add_lora(qkv, h, tables, index, 0)  # QKV
         dim = cos.shape[-1]
@@ -186,7 +186,7 @@ class Layer(torch.nn.Module):
         o = self.o(a)
         _add_lora(o, a, tables, index, 1)  # O
         x = x + o
-        h = F.rms_norm(x, [x.shape[-1]], self.norm_post, eps)
+        h = _rms_norm(x, self.norm_post, eps)
         gu = self.gate_up(h)
         _add_lora(gu, h, tables, index, 2)  # GATE_UP
         m = F.silu(gu[:, :intermediate]) * gu[:, intermediate:]
@@ -271,3 +271,9 @@ def _add_lora(out: torch.Tensor, x: torch.Tensor, tables: Tables, layer: int,
                 delta = F.linear(F.linear(x.index_select(0, rows), a), b) * scaling
                 out.narrow(1, start, b.shape[0]).index_add_(0, rows, delta)
 
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Llama's RMSNorm as transformers writes it (float32 input): four operations, where
+    F.rms_norm dispatches through a fused operator that decomposes into more on a CPU
+    (28 us a call for one decoding row here, 60 calls a step)."""
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))

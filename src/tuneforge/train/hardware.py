@@ -59,8 +59,10 @@ def use_bf16(config: RunConfig, device: str) -> bool:
 
 def bound_kernel_caches() -> None:
     """Keep oneDNN's and ideep's caches of compiled matmul kernels small, unless the user
-    sized them. Done when this module is imported: both read it once, at the process's
-    first oneDNN product, which may come before any training starts.
+    sized them. `train` calls it first thing: both caches read it once, at the process's
+    first oneDNN product (in a process that multiplied in bf16 before, it is too late, and
+    the caches keep their default size). Serving keeps the defaults: its decoding shapes
+    repeat.
 
     Each cache keeps up to 1,024 kernels, keyed by shape. Padding-free batches have a new
     row length nearly every step, so with bf16 on a CPU with AMX the caches grew by about
@@ -72,9 +74,6 @@ def bound_kernel_caches() -> None:
 
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", KERNEL_CACHE_ENTRIES)
     os.environ.setdefault("LRU_CACHE_CAPACITY", KERNEL_CACHE_ENTRIES)  # ideep's
-
-
-bound_kernel_caches()
 
 
 def _check_sharding(config: RunConfig, device: str) -> None:

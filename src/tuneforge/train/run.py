@@ -25,6 +25,7 @@ from tuneforge.train.distributed import (
 )
 from tuneforge.train.encoder import run_embedding, run_reranker
 from tuneforge.train.events import EventLog
+from tuneforge.train.hardware import bound_kernel_caches
 from tuneforge.train.plot import plot_losses
 from tuneforge.train.preference import run_dpo, run_kto, run_reward_model
 from tuneforge.train.sft import TrainResult, run_causal_lm
@@ -81,6 +82,7 @@ def train(config: RunConfig, settings: Settings, progress: Progress | None = Non
 
     `record_events=False`: a pipeline owns events.jsonl and records what `progress` hears.
     """
+    bound_kernel_caches()
     recipe = RECIPES.get(config.method.stage)
     if recipe is None:
         raise UnsupportedError(f"stage {config.method.stage}",
