@@ -59,6 +59,14 @@ def flops_per_token(model_dir: Path, trainable: int, context: float) -> float:
     return 4 * dense + 6 * trainable + 12 * layers * hidden * context / 2
 
 
+def _shown(path: Path) -> str:
+    """`path` as the results show it: relative to the checkout's parent where it lies there."""
+    try:
+        return str(Path("..") / path.resolve().relative_to(REPO.parent))
+    except ValueError:
+        return path.name
+
+
 def trainable_params(output: Path) -> int:
     """Parameters in the saved adapter: the ones that were trained."""
     from safetensors import safe_open
@@ -117,7 +125,9 @@ def main() -> None:
     result = {
         "benchmark": "train_throughput",
         "model": MODEL,
-        "settings": {**values, "output_dir": None, "extra_flags": extra},
+        # paths relative to the checkout's parent (../shared/...), not this machine's
+        "settings": {**values, "dataset": _shown(args.data), "output_dir": None,
+                     "extra_flags": extra},
         "steps": len(records),
         "trained_tokens": tokens[-1],
         "tokens_per_s_steady": round(tokens_per_s, 1),

@@ -19,7 +19,10 @@ oneDNN's blocked layout (`_pack_linears`), which on CPU runs the skinny matrix p
 decoding 1.4x (batch 1) to 2x (batch 16) faster than the default (MKL) path; a row's result
 does not depend on the batch size either, so a request answers the same alone or batched.
 With weights="float16" they keep a half-precision copy for FBGEMM's fp16 GEMM instead (math
-in float32, half the memory read per token).
+in float32, half the memory read per token); "bfloat16" multiplies in bf16 on CPUs with
+native bf16 (AMX), and "auto" (the server's default) takes float16 for a few rows and bf16
+for more (`_pack_linears`). The model is loaded in the scheduler thread, which runs every
+step (one OpenMP team; see `__init__`).
 
 Decoding steps of Llama-family models go through `serve/decode.py`'s lean step (the same
 layer in fewer operations; checked against transformers' forward at start-up); prefill and

@@ -35,3 +35,8 @@ def store_frozen_linears(model: Any, dtype: torch.dtype) -> int:
             module.to(dtype)
             cast += 1
     return cast
+
+
+def mixed_precision_dtype(args: Any) -> torch.dtype | None:
+    """The dtype autocast multiplies in under TrainingArguments `args` (None: no autocast)."""
+    return torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None

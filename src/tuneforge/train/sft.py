@@ -18,7 +18,7 @@ from tuneforge.train.attention import PACKED_ATTENTION
 from tuneforge.train.callback import Progress
 from tuneforge.train.collate import PaddingCollator, TokenizedDataset
 from tuneforge.train.methods import apply_method, load_model
-from tuneforge.train.precision import store_frozen_linears
+from tuneforge.train.precision import mixed_precision_dtype, store_frozen_linears
 from tuneforge.train.stage import TrainResult, prepare_stage, run_callbacks, train_and_save
 from tuneforge.train.stopping import StopRequest
 from tuneforge.train.trainer import CausalLMTrainer
@@ -44,9 +44,10 @@ def run_causal_lm(config: RunConfig, paths: RunPaths, settings: Settings, stop: 
     model = apply_method(model, config.method)
     args = training_arguments(config, paths.checkpoints, has_eval=eval_data is not None,
                               device=device)
-    if config.method.finetuning_type == "lora" and (args.bf16 or args.fp16) \
+    compute = mixed_precision_dtype(args)
+    if config.method.finetuning_type == "lora" and compute is not None \
             and not (args.deepspeed or args.fsdp):  # sharding wants one dtype per module
-        store_frozen_linears(model, torch.bfloat16 if args.bf16 else torch.float16)
+        store_frozen_linears(model, compute)
     callback, callbacks = run_callbacks(config, paths, stop, progress,
                                         has_eval=eval_data is not None)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from tuneforge.train.collate import IGNORE_INDEX
+from tuneforge.train.precision import mixed_precision_dtype
 
 # transformers 5 calls its own deprecated property inside Trainer; the warning is not the user's
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
@@ -37,13 +38,6 @@ class CausalLMTrainer(Trainer):  # type: ignore[misc]
 
     # compute_loss divides by num_items_in_batch itself: no further scaling for accumulation
     loss_is_scaled_for_ga = True
-
-    @property
-    def compute_dtype(self) -> torch.dtype | None:
-        """The dtype mixed precision multiplies in (None: the weights' own). accelerate's
-        autocast wraps the model's forward only, so the chunked head, which runs after it,
-        casts for itself, as autocast would have cast the model's own head."""
-        return torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None) -> Any:
@@ -64,8 +58,10 @@ class CausalLMTrainer(Trainer):  # type: ignore[misc]
             with _head_returns_its_input(head):
                 outputs = model(**inputs, use_cache=False, logits_to_keep=positions)
             hidden = outputs.logits  # the final hidden states at the learned positions
+            # accelerate's autocast wraps the model's forward only: the chunked head, which
+            # runs after it, casts for itself, as autocast would have cast the model's head
             loss = chunked_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), picked, head,
-                                         self.compute_dtype)
+                                         mixed_precision_dtype(self.args))
         if num_items_in_batch is None:
             num_items_in_batch = keep.sum()
         elif self.args.average_tokens_across_devices:
@@ -146,10 +142,11 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             learned = t != IGNORE_INDEX
             grad[learned, t[learned]] -= 1.0
             grad[~learned] = 0.0
+            product = grad.to(w.dtype)
             if grad_hidden is not None:
-                grad_hidden[start:start + CHUNK] = (grad.to(w.dtype) @ w).to(hidden.dtype)
+                grad_hidden[start:start + CHUNK] = (product @ w).to(hidden.dtype)
             if grad_weight is not None:
-                grad_weight += (grad.to(w.dtype).T @ h).float()
+                grad_weight += (product.T @ h).float()
             if grad_bias is not None:
                 grad_bias += grad.sum(0)
         ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight, grad_bias)
