@@ -80,7 +80,7 @@ def test_packed_attention_under_cpu_autocast_takes_float32_for_short_samples(
 
     from tuneforge.train import attention
 
-    monkeypatch.setattr(attention, "FP32_BELOW", 8)
+    monkeypatch.setattr(attention, "FP32_BELOW", {"amx": 8, "other": 8})
     torch.manual_seed(0)
     q, k, v = torch.randn(1, 4, 14, 8), torch.randn(1, 2, 14, 8), torch.randn(1, 2, 14, 8)
     positions = torch.tensor([[*range(5), *range(9)]])  # a 5-token sample, then a 9-token one
@@ -93,6 +93,14 @@ def test_packed_attention_under_cpu_autocast_takes_float32_for_short_samples(
     assert out.dtype == long.dtype == torch.bfloat16
     assert torch.equal(out[:, :5], short.to(torch.bfloat16).transpose(1, 2))  # float32 math
     assert torch.equal(out[:, 5:], long.transpose(1, 2))  # the autocast (bf16) kernel
+
+
+def test_the_float32_attention_length_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuneforge.train import attention
+
+    for amx, below in ((True, 320), (False, 512)):
+        monkeypatch.setattr(attention, "cpu_has_amx", lambda amx=amx: amx)
+        assert attention.fp32_below() == below
 
 
 def test_llama_heads_take_the_chunked_loss_and_get_their_forward_back(
@@ -169,3 +177,57 @@ def test_fused_chunked_loss_in_bf16_matches_autocast(monkeypatch: pytest.MonkeyP
     assert not torch.allclose(ours, fp32, rtol=1e-6)  # the products were in bf16
     for mine, want in zip(got, (hidden.grad, head.weight.grad), strict=True):
         assert torch.allclose(mine, want, rtol=1e-2, atol=1e-3)
+
+
+def test_fused_chunked_loss_is_exact_for_logits_far_below_the_largest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logits spread over hundreds of nats (exp of them underflows): loss and gradients as
+    autograd's cross-entropy gives them."""
+    from tuneforge.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "CHUNK", 4)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 40, bias=False)
+    with torch.no_grad():
+        head.weight.mul_(300.0)
+    hidden = torch.randn(10, 16, requires_grad=True)
+    targets = torch.randint(0, 40, (10,))
+    targets[2] = -100
+    ours = trainer_module.chunked_cross_entropy(hidden, targets, head)
+    ours.backward()
+    got = (hidden.grad.clone(), head.weight.grad.clone())
+    hidden.grad, head.weight.grad = None, None
+    logits = head(hidden)
+    assert (logits.max(-1).values - logits.min(-1).values).min() > 200  # far below e^-87
+    plain = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100,
+                                              reduction="sum")
+    plain.backward()
+    assert torch.allclose(ours, plain, rtol=1e-5)
+    for mine, want in zip(got, (hidden.grad, head.weight.grad), strict=True):
+        assert torch.allclose(mine, want, rtol=1e-5, atol=1e-4)
+
+
+def test_a_frozen_heads_low_precision_copy_is_kept_until_the_weight_changes() -> None:
+    from tuneforge.train import trainer as trainer_module
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 40, bias=False).requires_grad_(False)
+    hidden = torch.randn(6, 16, requires_grad=True)
+    targets = torch.randint(0, 40, (6,))
+
+    def loss() -> torch.Tensor:
+        return trainer_module.chunked_cross_entropy(hidden, targets, head, torch.bfloat16)
+
+    first = loss()
+    kept = head.weight._tuneforge_low_precision[1]
+    assert kept.dtype == torch.bfloat16 and torch.equal(kept, head.weight.to(torch.bfloat16))
+    assert torch.equal(loss(), first)
+    assert head.weight._tuneforge_low_precision[1] is kept  # not cast again
+    with torch.no_grad():
+        head.weight.mul_(2.0)  # an in-place change (a loaded checkpoint, a merged adapter)
+    changed = loss()
+    assert head.weight._tuneforge_low_precision[1] is not kept
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(hidden)
+    want = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+    assert torch.allclose(changed, want, rtol=1e-5)

@@ -38,3 +38,14 @@ def cpu_bf16_speedup() -> float:
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively and faster than float32 (AMX, AVX512-BF16)."""
     return cpu_bf16_speedup() >= FAST_BF16
+
+
+@cache
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles for bf16 (Intel Sapphire Rapids and later), as Linux
+    reports them; False where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in fh)
+    except OSError:
+        return False

@@ -11,11 +11,12 @@ The mask function transformers would call is not registered under this name, so 
 built at all. It serves padding-free training batches only (one row, position ids given, no
 padding mask); anything else is refused rather than attended wrongly.
 
-Under CPU autocast, samples shorter than `FP32_BELOW` tokens are attended in float32: the
-CPU flash kernel's bfloat16 backward pass has a fixed cost that makes it 2-3x slower than
-float32's for short samples (on a 2-core Sapphire Rapids: 64 tokens 1.35 vs 0.49 ms forward
-and backward, 200 tokens 3.25 vs 2.32 ms; from about 330 tokens bfloat16 is faster), and
-float32 is the more exact of the two.
+Under CPU autocast, samples shorter than `fp32_below()` tokens are attended in float32:
+the CPU flash kernel's bfloat16 path is slower than float32's for short samples. Where the
+CPU has AMX (2-core Sapphire Rapids: 64 tokens 1.35 vs 0.49 ms forward and backward, 200
+tokens 3.25 vs 2.32 ms) bfloat16 wins from about 330 tokens; with AVX512-BF16 alone (2-core
+AMD EPYC, Zen 4: 128 tokens 3.96 vs 1.23 ms, 384 tokens 10.8 vs 9.4-10.6 ms, 512 tokens 17.4
+vs 17.7 ms) only from about 512. float32 is also the more exact of the two.
 """
 
 from __future__ import annotations
@@ -26,8 +27,16 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
+from tuneforge.models.hardware import cpu_has_amx
+
 PACKED_ATTENTION = "tuneforge_packed_sdpa"
-FP32_BELOW = 320  # tokens: shorter samples are attended in float32 under CPU autocast
+FP32_BELOW = {"amx": 320, "other": 512}  # tokens, by CPU: shorter samples are attended in
+# float32 under CPU autocast
+
+
+def fp32_below() -> int:
+    """Samples shorter than this many tokens are attended in float32 under CPU autocast."""
+    return FP32_BELOW["amx" if cpu_has_amx() else "other"]
 
 
 def packed_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -51,7 +60,7 @@ def packed_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torc
     sizes = [e - s for s, e in zip(starts, ends, strict=True)]
     pieces = []
     for q, k, v in zip(*(t.split(sizes, dim=2) for t in (query, key, value)), strict=True):
-        if cpu_autocast and q.shape[2] < FP32_BELOW:
+        if cpu_autocast and q.shape[2] < fp32_below():
             with torch.autocast("cpu", enabled=False):
                 piece = F.scaled_dot_product_attention(
                     q.float(), k.float(), v.float(), dropout_p=dropout, is_causal=True,

@@ -78,6 +78,13 @@ PLAIN_HEAD_MODEL_TYPES = frozenset({
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3", "olmo2",
 })
 CHUNK = 256  # learned positions per chunk: 256 x 49k vocab x 4 bytes = 50 MB of logits
+# exp(x) for x below about -87.3, where float32 results turn subnormal or zero, takes a slow
+# path in PyTorch's vectorised CPU exp: 64 x 49k values of -88 take 50 ms, of -80 1.4 ms (2-core
+# AMD EPYC). A trained model's logits span more than 87 nats, so aten's log_softmax and the
+# softmax after it spent most of the head's time there. Clamped at -80, a token's probability
+# becomes at most e^-80 (1.8e-35) instead of less: its share of the sum over 49k tokens is
+# below float32's resolution by more than 20 orders, and its gradient is as good as zero.
+EXP_FLOOR = -80.0
 
 
 def plain_output_head(model: Any) -> torch.nn.Linear | None:
@@ -117,6 +124,20 @@ def chunked_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, head: tor
     return _FusedLinearCrossEntropy.apply(hidden, targets, head.weight, head.bias, dtype)
 
 
+def _low_precision_copy(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`weight` in `dtype`; a frozen weight's copy is kept on it from step to step (as
+    autocast keeps its casts of weights that train within a step) until the weight changes
+    in place. SmolLM2's head is 28M parameters: casting it anew took 57 ms a step (its 56 MB
+    mapped and faulted in afresh each time)."""
+    if weight.requires_grad:
+        return weight.to(dtype)
+    kept = getattr(weight, "_tuneforge_low_precision", None)
+    if kept is None or kept[0] != weight._version or kept[1].dtype != dtype:
+        kept = (weight._version, weight.detach().to(dtype))
+        weight._tuneforge_low_precision = kept  # type: ignore[attr-defined]
+    return kept[1]
+
+
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     """Loss and gradients of cross_entropy(linear(hidden, weight, bias)), chunk by chunk."""
 
@@ -129,20 +150,39 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if wants_weight else None
         grad_bias = torch.zeros_like(bias, dtype=torch.float32) \
             if wants_bias and bias is not None else None
-        w = weight if dtype is None else weight.to(dtype)
+        w = weight if dtype is None else _low_precision_copy(weight, dtype)
         b = bias if dtype is None or bias is None else bias.to(dtype)
+        # one buffer for every chunk's logits (float32) and one for their low-precision
+        # product and gradient: a fresh 256 x 49k float32 tensor per chunk is 50 MB, which
+        # glibc maps anew each time, and faulting its pages in took longer than the softmax
+        size = min(CHUNK, hidden.shape[0])
+        logits_buffer = hidden.new_empty((size, w.shape[0]), dtype=torch.float32)
+        low_buffer = None if w.dtype == torch.float32 else torch.empty_like(logits_buffer,
+                                                                            dtype=w.dtype)
         for start in range(0, hidden.shape[0], CHUNK):
             h, t = hidden[start:start + CHUNK].to(w.dtype), targets[start:start + CHUNK]
-            logits = F.linear(h, w, b).float()
-            # cross_entropy's log-softmax, and from it the softmax: one pass over the vocab
-            log_probs = torch.log_softmax(logits, dim=-1)
-            total += F.nll_loss(log_probs, t, ignore_index=IGNORE_INDEX, reduction="sum")
-            # d(sum of CE)/d(logits) = softmax - one_hot(target), zero on ignored rows
-            grad = log_probs.exp_()
+            logits = logits_buffer[:h.shape[0]]
+            low = logits if low_buffer is None else low_buffer[:h.shape[0]]
+            if b is None:
+                torch.mm(h, w.T, out=low)
+            else:
+                torch.addmm(b, h, w.T, out=low)
+            if low is not logits:
+                logits.copy_(low)
             learned = t != IGNORE_INDEX
-            grad[learned, t[learned]] -= 1.0
-            grad[~learned] = 0.0
-            product = grad.to(w.dtype)
+            rows, picked = learned.nonzero().squeeze(1), t[learned]
+            # the log-softmax written out (x - max - log(sum(exp(x - max)))), so that exp never
+            # sees an exponent below EXP_FLOOR: see there
+            shifted = logits.sub_(logits.amax(dim=-1, keepdim=True))
+            target_shifted = shifted[rows, picked]
+            grad = shifted.clamp_(min=EXP_FLOOR).exp_()
+            sums = grad.sum(dim=-1, keepdim=True)
+            total += (sums[rows, 0].log() - target_shifted).sum()
+            # d(sum of CE)/d(logits) = softmax - one_hot(target), zero on ignored rows
+            grad.div_(sums)
+            grad[rows, picked] -= 1.0
+            grad.index_fill_(0, (~learned).nonzero().squeeze(1), 0.0)  # few rows, if any
+            product = grad if low is logits else low.copy_(grad)
             if grad_hidden is not None:
                 grad_hidden[start:start + CHUNK] = (product @ w).to(hidden.dtype)
             if grad_weight is not None:
