@@ -231,3 +231,9 @@ def test_a_frozen_heads_low_precision_copy_is_kept_until_the_weight_changes() ->
         logits = head(hidden)
     want = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
     assert torch.allclose(changed, want, rtol=1e-5)
+    kept = head.weight._tuneforge_low_precision[1]
+    head.weight.data = head.weight.data * 0.5  # replaced, not changed in place
+    loss()
+    assert head.weight._tuneforge_low_precision[1] is not kept
+    assert torch.equal(head.weight._tuneforge_low_precision[1],
+                       head.weight.to(torch.bfloat16))

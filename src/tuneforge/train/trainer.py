@@ -131,9 +131,12 @@ def _low_precision_copy(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tenso
     mapped and faulted in afresh each time)."""
     if weight.requires_grad:
         return weight.to(dtype)
+    # the version counts in-place changes; the address changes when `.data` is replaced
+    # (a device move, a loaded state), which the version does not count
+    key = (weight._version, weight.data_ptr(), dtype)
     kept = getattr(weight, "_tuneforge_low_precision", None)
-    if kept is None or kept[0] != weight._version or kept[1].dtype != dtype:
-        kept = (weight._version, weight.detach().to(dtype))
+    if kept is None or kept[0] != key:
+        kept = (key, weight.detach().to(dtype))
         weight._tuneforge_low_precision = kept  # type: ignore[attr-defined]
     return kept[1]
 
