@@ -110,8 +110,8 @@ def _head_returns_its_input(head: torch.nn.Linear) -> Iterator[None]:
 def chunked_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Linear,
                           dtype: torch.dtype | None = None) -> torch.Tensor:
     """Summed cross-entropy of head(hidden) against targets, CHUNK positions at a time, the
-    products in `dtype` (mixed precision: the weight is cast once, not once per chunk) and
-    the softmax in float32.
+    products in `dtype` (mixed precision: the weight is cast once, not once per chunk, and a
+    frozen weight once for all steps) and the softmax in float32.
 
     The float32 logits of every learned position, their softmax and their gradient (three
     times positions x vocab x 4 bytes, 700 MB for 1,200 positions of a 49k vocabulary) never
@@ -126,9 +126,9 @@ def chunked_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, head: tor
 
 def _low_precision_copy(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """`weight` in `dtype`; a frozen weight's copy is kept on it from step to step (as
-    autocast keeps its casts of weights that train within a step) until the weight changes
-    in place. SmolLM2's head is 28M parameters: casting it anew took 57 ms a step (its 56 MB
-    mapped and faulted in afresh each time)."""
+    autocast keeps its casts of weights that train within a step) until the weight changes,
+    in place or by its data being replaced. SmolLM2's head is 28M parameters: casting it
+    anew took 57 ms a step (its 56 MB mapped and faulted in afresh each time)."""
     if weight.requires_grad:
         return weight.to(dtype)
     # the version counts in-place changes; the address changes when `.data` is replaced
