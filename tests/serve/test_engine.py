@@ -222,14 +222,15 @@ def test_bf16_weights_stay_close_to_float32_and_auto_picks_by_rows(tiny_llm_dir:
     import torch
     import torch.nn.functional as F
 
-    from tuneforge.models.hardware import cpu_has_fast_bf16
+    from tuneforge.models.hardware import cpu_has_amx, cpu_has_fast_bf16
     from tuneforge.serve.layers import Bf16Linear, ByRowsLinear, Fp16Linear
 
     if not cpu_has_fast_bf16():
         pytest.skip("this CPU has no native bf16 matmul: bfloat16 and auto use float16")
-    logits = _logits_by_weights(tiny_llm_dir, ("float32", "bfloat16", "auto"))
+    bf16_formats = ("bfloat16", "auto") if cpu_has_amx() else ("bfloat16",)
+    logits = _logits_by_weights(tiny_llm_dir, ("float32", *bf16_formats))
     scale = logits["float32"].abs().max()
-    for weights in ("bfloat16", "auto"):  # 5 prompt rows: auto's bf16 side
+    for weights in bf16_formats:  # 5 prompt rows: auto's bf16 side
         assert (logits[weights] - logits["float32"]).abs().max() < 2e-2 * scale
     assert not torch.equal(logits["bfloat16"], logits["float32"])  # bf16 really ran
 
@@ -243,6 +244,19 @@ def test_bf16_weights_stay_close_to_float32_and_auto_picks_by_rows(tiny_llm_dir:
     assert torch.equal(by_rows(x[:ByRowsLinear.ROWS]), bf16(x[:ByRowsLinear.ROWS]))
     # transformers' [batch, tokens, hidden] input counts tokens as rows
     assert torch.equal(by_rows(x[None]), bf16(x[None]))
+
+
+@pytest.mark.parametrize(("amx", "fast_bf16", "chosen"), [
+    (True, True, "auto"), (False, True, "float16"), (True, False, "float16")])
+def test_auto_weights_take_bf16_batches_only_where_the_cpu_has_amx(
+        tiny_llm_dir: Path, monkeypatch: pytest.MonkeyPatch, amx: bool, fast_bf16: bool,
+        chosen: str) -> None:
+    from tuneforge.models import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: fast_bf16)
+    with Engine(str(tiny_llm_dir), Settings(), weights="auto") as engine:
+        assert engine.weights == chosen
 
 
 def test_the_model_loads_and_steps_in_the_engine_thread(

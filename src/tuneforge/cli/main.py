@@ -289,7 +289,7 @@ def serve_command(
         help="transformers, vllm (CUDA + vLLM) or auto (vllm where possible).")] = None,
     weights: Annotated[str | None, typer.Option(
         help="CPU linear weights: auto (default: float16 for a few rows, bfloat16 for "
-        "batches where the CPU has native bf16), float16 (math in float32), bfloat16 or "
+        "batches where the CPU has AMX), float16 (math in float32), bfloat16 or "
         "float32 (exact).")] = None,
     api_key: Annotated[str | None, typer.Option(
         "--api-key", "--api_key", envvar=["TUNEFORGE_API_TOKEN", "TUNEFORGE_API_KEY"],
@@ -341,7 +341,7 @@ def chat_command(
     top_p: Annotated[float, typer.Option("--top-p", "--top_p", min=0.0, max=1.0)] = 0.9,
     weights: Annotated[str, typer.Option(
         help="CPU linear weights: auto (float16 for a few rows, bfloat16 for more where the "
-        "CPU has native bf16), float16 (math in float32), bfloat16 or float32 (exact).")
+        "CPU has AMX), float16 (math in float32), bfloat16 or float32 (exact).")
     ] = "auto",
 ) -> None:
     """A terminal conversation: type a message, read the answer as it is generated.

@@ -45,8 +45,8 @@ class ServeConfig(Section):
         default="auto", description="How the transformers backend keeps a causal LM's "
         "linear weights on the CPU: float16 (half the memory read per token, math still in "
         "float32; about 1.5x faster than float32), bfloat16 (weights and products in bf16, on "
-        "CPUs with native bf16 such as AMX: fastest for batches), auto (float16 for fewer "
-        "than 6 rows, bfloat16 from 6, where bf16 is native; else float16) or float32 "
+        "CPUs with native bf16 such as AMX: fastest for batches there), auto (float16 for "
+        "fewer than 6 rows, bfloat16 from 6, where the CPU has AMX; else float16) or float32 "
         "(exact, and a row's result independent of the batch).")
     api_key: str | None = Field(
         default=None, description="API token (also TUNEFORGE_API_TOKEN): when set, every "

@@ -20,9 +20,9 @@ decoding 1.4x (batch 1) to 2x (batch 16) faster than the default (MKL) path; a r
 does not depend on the batch size either, so a request answers the same alone or batched.
 With weights="float16" they keep a half-precision copy for FBGEMM's fp16 GEMM instead (math
 in float32, half the memory read per token); "bfloat16" multiplies in bf16 on CPUs with
-native bf16 (AMX), and "auto" (the server's default) takes float16 for a few rows and bf16
-for more (`_pack_linears`). The model is loaded in the scheduler thread, which runs every
-step (one OpenMP team; see `__init__`).
+native bf16 (AMX), and "auto" (the server's default) takes float16 for a few rows and, where
+the CPU has AMX, bf16 for more (`_pack_linears`). The model is loaded in the scheduler
+thread, which runs every step (one OpenMP team; see `__init__`).
 
 Decoding steps of Llama-family models go through `serve/decode.py`'s lean step (the same
 layer in fewer operations; checked against transformers' forward at start-up); prefill and
@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 
 # float32: exact, batch-invariant; float16: weights stored half (FBGEMM), math in float32;
 # bfloat16: weights and products in bf16 (AMX); auto: float16 for a few rows, bfloat16 for
-# more, where the CPU multiplies bf16 natively, else float16 (see _pack_linears)
+# more, where the CPU has AMX, else float16 (see _pack_linears)
 WeightFormat = Literal["float32", "float16", "bfloat16", "auto"]
 
 
@@ -635,8 +635,8 @@ def _pack_linears(model: Any, weights: WeightFormat) -> WeightFormat:
     bfloat16: weights and each product's inputs in bf16 (8 significant bits; float32
     accumulation and output), on CPUs with native bf16 (AMX): at 16 rows the layers of
     SmolLM2-135M take 20 ms instead of FBGEMM's 32, at one row 18 instead of 13.
-    auto: both, by rows (`layers.ByRowsLinear`), where bf16 is native and fast; float16
-    elsewhere. SmolLM2-135M was trained in bf16 (its config's dtype), as vLLM would serve it.
+    auto: both, by rows (`layers.ByRowsLinear`), where the CPU has AMX; float16 elsewhere.
+    SmolLM2-135M was trained in bf16 (its config's dtype), as vLLM would serve it.
 
     This is what Inductor's freezing pass does for CPU (torch.compile with
     `torch._inductor.config.freezing`), done by hand because compiling takes minutes here and
@@ -647,12 +647,15 @@ def _pack_linears(model: Any, weights: WeightFormat) -> WeightFormat:
     """
     import torch
 
-    from tuneforge.models.hardware import cpu_has_fast_bf16
+    from tuneforge.models import hardware
 
-    if weights in ("bfloat16", "auto") and not cpu_has_fast_bf16():
-        if weights == "bfloat16":
-            logger.warning("weights bfloat16 needs a CPU that multiplies bf16 natively "
-                           "(AMX, AVX512-BF16); using float16")
+    if weights == "bfloat16" and not hardware.cpu_has_fast_bf16():
+        logger.warning("weights bfloat16 needs a CPU that multiplies bf16 natively "
+                       "(AMX, AVX512-BF16); using float16")
+        weights = "float16"
+    # auto's bf16 batches pay off with AMX only: with AVX512-BF16 alone (Zen 4), 16 clients
+    # decoded 255-263 tokens/s with them against 299-323 with float16 throughout
+    if weights == "auto" and not (hardware.cpu_has_amx() and hardware.cpu_has_fast_bf16()):
         weights = "float16"
     if weights in ("float16", "auto") and \
             "fbgemm" not in torch.backends.quantized.supported_engines:
