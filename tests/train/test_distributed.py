@@ -97,6 +97,30 @@ def test_launcher_torchrun_trains_two_ranks_and_rank_zero_writes_once(
 
 
 @pytest.mark.serial
+def test_accelerate_launch_trains_two_cpu_ranks_into_one_run(
+        tiny_llm_dir: Path, tmp_path: Path, home: Path) -> None:
+    """`accelerate launch --multi_gpu -m tuneforge.train`, as docs/training.md shows it: on a
+    machine without GPUs accelerate's multi-GPU launcher starts CPU processes (gloo)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1",
+               "--main_process_port", str(free_port()),
+               "-m", "tuneforge.train", *flags(tiny_llm_dir, sft_rows(tmp_path), 4)]
+    result = subprocess.run(command, env={**env(home), "HF_HOME": str(tmp_path / "hf")},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    run = only_run_dir(home)
+    assert {p.name for p in run.iterdir()} == RUN_FILES
+    assert json.loads((run / "state.json").read_text())["status"] == "completed"
+    log = [json.loads(line) for line in (run / "trainer_log.jsonl").read_text().splitlines()]
+    assert [r["current_steps"] for r in log] == [1, 2, 3, 4]  # rank 0 alone logged
+    assert "2 processes, backend gloo" in (run / "train.log").read_text()
+    files = {p.name for p in (run / "checkpoints" / "checkpoint-4").iterdir()}
+    assert {"rng_state_0.pth", "rng_state_1.pth", COMPLETE} <= files
+    assert (run / "output" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.serial
 def test_plain_torchrun_module_agrees_on_the_run_dir_and_stops_every_rank(
         tiny_llm_dir: Path, tmp_path: Path, home: Path) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
