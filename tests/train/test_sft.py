@@ -122,6 +122,37 @@ def test_resume_after_stop_matches_uninterrupted_losses(tiny_llm_dir: Path, tmp_
         assert resumed[step] == pytest.approx(expected[step], abs=1e-5)
 
 
+def test_a_second_signal_ends_the_run_at_once(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    """Two real SIGTERMs to this process: the first asks for a checkpoint at the next step
+    boundary, the second (before that boundary) ends the run there and then."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+
+    def signal_twice(record: dict[str, Any]) -> None:
+        if record["current_steps"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the first handler runs (signals of one kind coalesce)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tiny_llm_dir, out, max_steps=50, save_steps=100), Settings(),
+              progress=signal_twice)
+    state = json.loads((out / "state.json").read_text())
+    assert state["status"] == "stopped" and state["error"] == "interrupted by a second signal"
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["action_state"] == "Stopped"
+    assert [r["current_steps"] for r in log_lines(out)] == [1, 2]  # no step after the signals
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+    log = (out / "train.log").read_text()
+    assert "SIGTERM: saving a checkpoint" in log and "second SIGTERM: stopping now" in log
+    assert signal.getsignal(signal.SIGTERM) is before  # the run's handler was taken down
+
+
 def test_half_written_checkpoint_is_never_picked(tiny_llm_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(config(tiny_llm_dir, out, max_steps=3), Settings())

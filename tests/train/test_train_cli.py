@@ -111,6 +111,40 @@ def test_sigterm_checkpoints_and_stops_then_resume_finishes(tiny_llm_dir, tmp_pa
     assert json.loads((out / "state.json").read_text())["global_step"] == step + 2
 
 
+def test_signals_show_on_the_terminal_and_a_second_exits_130(tiny_llm_dir, tmp_path, capsys,
+                                                              monkeypatch) -> None:
+    """Real SIGTERMs to this process at step 2, sent from the progress bar's callback (the one
+    point the CLI lets a test act between steps): the notices show above the bar, and the
+    second signal ends `tuneforge train` with one line and exit 130."""
+    from contextlib import contextmanager
+
+    from tuneforge.cli import render
+
+    real_progress = render.training_progress
+
+    @contextmanager
+    def signalling_progress():
+        with real_progress() as update:
+            def hook(record):
+                update(record)
+                if record["current_steps"] == 2:
+                    for _ in range(2):
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        time.sleep(0.05)  # the handler runs (signals of one kind coalesce)
+            yield hook
+
+    monkeypatch.setattr(render, "training_progress", signalling_progress)
+    out = tmp_path / "out"
+    code, stdout, stderr = run(["train", *lf_flags(tiny_llm_dir, out, 50)], capsys)
+    assert code == 130 and stdout == ""
+    assert "SIGTERM: saving a checkpoint at the next step" in stderr
+    assert "second SIGTERM: stopping now" in stderr and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "error: stopped at once by a second signal, without a checkpoint; the same command "
+        "resumes from the last complete one")
+    assert json.loads((out / "state.json").read_text())["status"] == "stopped"
+
+
 @pytest.mark.serial
 def test_sigkill_resumes_from_the_last_complete_checkpoint(tiny_llm_dir, tmp_path, home) -> None:
     out = tmp_path / "out"

@@ -155,8 +155,13 @@ def train_command(
         if launched is not None:
             render.print_train_outcome(launched)
         raise typer.Exit(code)
-    with render.training_progress() as progress:
-        outcome = train(run_config, Settings(), progress=progress)
+    try:
+        with render.training_progress() as progress:
+            outcome = train(run_config, Settings(), progress=progress)
+    except KeyboardInterrupt:  # a second Ctrl-C/SIGTERM (the first asks for a checkpoint)
+        render.print_error("stopped at once by a second signal, without a checkpoint; the same "
+                           "command resumes from the last complete one")
+        raise typer.Exit(130) from None
     render.print_train_outcome(outcome)
 
 

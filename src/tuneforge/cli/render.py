@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -89,6 +91,12 @@ def training_progress() -> Iterator[Callable[[dict[str, Any]], None]]:
         TimeRemainingColumn(), console=_err, transient=False,
     )
     task = bar.add_task("train", total=None, loss="-", speed="")
+    # tuneforge's warnings (a signal's stop notice, a data problem) above the bar, not only in
+    # train.log; rich's handler prints through the console the bar redraws on
+    notices = RichHandler(level=logging.WARNING, console=_err, show_time=False,
+                          show_path=False, markup=False)
+    notices.setFormatter(logging.Formatter("%(message)s"))
+    package_logger = logging.getLogger("tuneforge")
 
     def update(record: dict[str, Any]) -> None:
         if not bar.live.is_started:  # no bar at all when a run fails before its first step
@@ -99,9 +107,11 @@ def training_progress() -> Iterator[Callable[[dict[str, Any]], None]]:
                    # encoder stages count no tokens: no speed rather than "0 tok/s"
                    speed=f"{record['tokens_per_s']:.0f} tok/s" if record.get("tokens") else "")
 
+    package_logger.addHandler(notices)
     try:
         yield update
     finally:
+        package_logger.removeHandler(notices)
         if bar.live.is_started:
             bar.stop()
 
