@@ -12,7 +12,8 @@ extra `--key value` flags to try others, e.g. `--packing false --bf16 true`). Re
   + 2N for the trainable ones, + attention's 12 * layers * hidden * context / 2);
 - the loss of every step, so that runs with different precision can be compared.
 
-    .venv/bin/python bench/train_throughput.py [--steps 30] [--data PATH] [--key value ...]
+    .venv/bin/python bench/train_throughput.py [--steps 30] [--data PATH] [--model M]
+        [--key value ...]
 """
 
 from __future__ import annotations
@@ -75,11 +76,32 @@ def trainable_params(output: Path) -> int:
         return sum(math.prod(fh.get_slice(key).get_shape()) for key in fh.keys())  # noqa: SIM118
 
 
+def cpu_description() -> dict[str, Any]:
+    """The CPU's model name and the bf16 instructions Linux reports for it (the results
+    differ by these far more than by anything else)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu": name, "bf16": sorted(flags & {"avx512_bf16", "amx_bf16"})}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=30,
+                        help="at least 7: the first 5 steps are warm-up, not steady state")
     parser.add_argument("--data", type=Path, default=PEER_DATA / "alpaca_en_demo.json")
+    parser.add_argument("--model", default=MODEL, help="a prepared alias or a model directory")
     args, extra = parser.parse_known_args()
+    if args.steps < 7:
+        parser.error(f"--steps: expected at least 7, got {args.steps}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
 
@@ -89,7 +111,7 @@ def main() -> None:
     from tuneforge.train.run import train
 
     settings = Settings()
-    model_dir = resolve_model(MODEL, settings)  # prepared once; not part of the timed run
+    model_dir = resolve_model(args.model, settings)  # prepared once; not part of the timed run
     records: list[dict[str, Any]] = []
     stamps: list[float] = []
 
@@ -100,7 +122,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as out:
         values = {
-            "model_name_or_path": MODEL, "dataset": str(args.data), "max_samples": 200,
+            "model_name_or_path": args.model, "dataset": str(args.data), "max_samples": 200,
             "cutoff_len": 512, "per_device_train_batch_size": 4, "finetuning_type": "lora",
             "lora_rank": 8, "lora_target": "q_proj,v_proj", "max_steps": args.steps,
             "logging_steps": 1, "save_steps": 10_000, "output_dir": out, "val_size": 0,
@@ -124,7 +146,7 @@ def main() -> None:
     flops = flops_per_token(model_dir, trainable, context) * tokens_per_s / 1e9
     result = {
         "benchmark": "train_throughput",
-        "model": MODEL,
+        "model": args.model,
         # paths relative to the checkout's parent (../shared/...), not this machine's
         "settings": {**values, "dataset": _shown(args.data), "output_dir": None,
                      "extra_flags": extra},
@@ -140,8 +162,8 @@ def main() -> None:
         "model_gflops": round(flops, 1),
         "mfu": {k: round(flops / v, 3) for k, v in peaks.items()},
         "losses": [round(r["loss"], 4) for r in records],
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {**cpu_description(), "cores": os.cpu_count(),
+                    "python": platform.python_version()},
     }
     print(json.dumps(result))
 

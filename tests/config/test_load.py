@@ -218,6 +218,17 @@ def test_cross_field_rule_names_both_fields() -> None:
         load_run_config(values={"finetuning_type": "full", "quantization_bit": 4})
 
 
+def test_eval_only_settings_without_eval_data_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"training.early_stopping_steps and "
+                                          r"training.load_best_model_at_end need evaluation"):
+        load_run_config(values={"early_stopping_steps": 2, "load_best_model_at_end": True})
+    with pytest.raises(ConfigError, match=r"load_best_model_at_end needs evaluation data"):
+        load_run_config(values={"load_best_model_at_end": True})
+    for held_out in ({"val_size": 0.1}, {"eval_dataset": "alpaca_en_demo"}):
+        config = load_run_config(values={"early_stopping_steps": 2, **held_out})
+        assert config.training.early_stopping_steps == 2
+
+
 def test_invalid_yaml_reports_its_line(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("stage: sft\nlearning_rate: [1\n")

@@ -151,6 +151,21 @@ def test_cli_exports_a_run_with_its_template_and_default_system(adapter_dir, tmp
                     "<|im_end|>\n<|im_start|>assistant\n")
 
 
+def test_cli_export_with_an_explicit_base_merges_onto_that_base(adapter_dir, tiny_llm_dir,
+                                                                 tmp_path, capsys) -> None:
+    """The issue's form: `export --model BASE --adapter DIR --merge --output_dir OUT`, with
+    BASE elsewhere than the adapter_config's path."""
+    base = tmp_path / "base-copy"
+    shutil.copytree(tiny_llm_dir, base)
+    out = tmp_path / "merged"
+    code, _, err = run(["export", "--model", str(base), "--adapter", str(adapter_dir), "--merge",
+                        "--output_dir", str(out)], capsys)
+    assert (code, err) == (0, "")
+    record = json.loads((out / "tuneforge_export.json").read_text())
+    assert record["model"] == str(base.resolve()) and record["merge_check"]["identical"]
+    assert {p.name for p in out.iterdir()} == EXPORTED
+
+
 def test_a_whole_model_alone_is_exported_as_it_is(tiny_llm_dir, tmp_path) -> None:
     import torch
 

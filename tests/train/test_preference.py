@@ -103,6 +103,32 @@ def test_dpo_with_lora_starts_at_the_reference_and_logs_rewards(
     assert "ref" not in files  # no second adapter kept as the reference
 
 
+def test_dpo_continues_an_sft_adapter_against_the_base(tiny_llm_dir: Path, tmp_path: Path,
+                                                       write) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    sft = tmp_path / "sft"
+    train(load_run_config(values={
+        "model_name_or_path": str(tiny_llm_dir), "dataset": "forge_identity",
+        "dataset_dir": str(demo_dataset_dir()), "output_dir": str(sft), "max_steps": 2,
+        "cutoff_len": 64, "learning_rate": 5e-3, "lora_rank": 4}), Settings())
+    out = tmp_path / "dpo"
+    outcome = train(config(tiny_llm_dir, write("pairs.json", PAIRS), out, "dpo",
+                           adapter_name_or_path=str(sft / "output")), Settings())
+    assert outcome.result.status == "completed"
+    assert json.loads((out / "output" / "adapter_config.json").read_text())["r"] == 4
+    before = load_file(str(sft / "output" / "adapter_model.safetensors"))
+    after = load_file(str(out / "output" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # TRL keeps a frozen copy of the given adapter as the reference (the SFT model, as DPO
+    # wants it), so before the first update policy and reference agree
+    assert log_lines(out)[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    assert any(r["rewards/margins"] != 0 for r in log_lines(out)[1:])
+    assert not (out / "output" / "ref").exists()  # the output is the trained adapter alone
+
+
 def test_kto_trains_on_labelled_single_responses(tiny_llm_dir: Path, tmp_path: Path,
                                                  write) -> None:
     out = tmp_path / "kto"

@@ -88,6 +88,88 @@ def test_freeze_moves_only_the_last_layer(tiny_llm_dir: Path, tmp_path: Path) ->
         n for n in moved if n.startswith("model.layers.1.")}
 
 
+def test_freeze_with_named_modules_moves_only_those_in_the_trained_layers(
+        tiny_llm_dir: Path, tmp_path: Path) -> None:
+    moved = _trainable_changes(tiny_llm_dir, tmp_path / "freeze", "freeze",
+                               freeze_trainable_layers=1,
+                               freeze_trainable_modules="mlp,input_layernorm")
+    assert {n for n, m in moved.items() if m} == {
+        n for n in moved if n.startswith(("model.layers.1.mlp.",
+                                          "model.layers.1.input_layernorm."))}
+
+
+@pytest.mark.parametrize("variant", ["use_dora", "use_rslora"])
+def test_dora_and_rslora_train_and_save_their_variant(tiny_llm_dir: Path, tmp_path: Path,
+                                                      variant: str) -> None:
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / variant
+    train(config(tiny_llm_dir, out, max_steps=2, lora_target="q_proj,v_proj",
+                 **{variant: True}), Settings())
+    adapter_config = json.loads((out / "output" / "adapter_config.json").read_text())
+    assert adapter_config[variant] is True
+    assert adapter_config["use_dora" if variant == "use_rslora" else "use_rslora"] is False
+    adapter = load_file(str(out / "output" / "adapter_model.safetensors"))
+    magnitudes = [k for k in adapter if "lora_magnitude_vector" in k]
+    assert bool(magnitudes) == (variant == "use_dora")  # DoRA's learned per-column norms
+    assert any(not torch.all(v == 0) for k, v in adapter.items() if "lora_B" in k)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_llm_dir))
+    model = PeftModel.from_pretrained(base, str(out / "output"))  # loads as its variant
+    assert getattr(model.peft_config["default"], variant) is True
+
+
+def test_lora_continues_the_adapter_it_is_given(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    first = tmp_path / "first"
+    train(config(tiny_llm_dir, first, max_steps=2, lora_target="q_proj,v_proj", lora_rank=4),
+          Settings())
+    second = tmp_path / "second"
+    train(config(tiny_llm_dir, second, max_steps=2, lora_target="all", lora_rank=8,
+                 adapter_name_or_path=str(first)), Settings())  # a run folder: its output/
+    assert "continuing the LoRA adapter" in (second / "train.log").read_text()
+    settings = json.loads((second / "output" / "adapter_config.json").read_text())
+    assert settings["r"] == 4 and sorted(settings["target_modules"]) == ["q_proj", "v_proj"]
+    before = load_file(str(first / "output" / "adapter_model.safetensors"))
+    after = load_file(str(second / "output" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # trained on from there
+
+
+def test_freeze_starts_from_the_base_with_the_adapter_merged(tiny_llm_dir: Path,
+                                                             tmp_path: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    lora = tmp_path / "lora"
+    train(config(tiny_llm_dir, lora, max_steps=2, lora_target="q_proj"), Settings())
+    frozen = tmp_path / "freeze"
+    train(config(tiny_llm_dir, frozen, max_steps=2, finetuning_type="freeze",
+                 freeze_trainable_layers=1, adapter_name_or_path=str(lora / "output")),
+          Settings())
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_llm_dir)),
+                                       str(lora / "output")).merge_and_unload().state_dict()
+    out = AutoModelForCausalLM.from_pretrained(str(frozen / "output")).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_llm_dir)).state_dict()
+    name = "model.layers.0.self_attn.q_proj.weight"  # layer 0 is frozen: merged, not trained
+    assert torch.equal(out[name], merged[name]) and not torch.equal(out[name], base[name])
+
+
+def test_a_missing_adapter_fails_before_any_work(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    from tuneforge.errors import NotFoundError
+
+    out = tmp_path / "run"
+    with pytest.raises(NotFoundError, match="adapter"):
+        train(config(tiny_llm_dir, out, adapter_name_or_path=str(tmp_path / "nowhere")),
+              Settings())
+    assert not (out / "data_report.json").exists() and not (out / "checkpoints").exists()
+
+
 def test_lora_trains_only_adapters_on_the_targets(tiny_llm_dir: Path, tmp_path: Path) -> None:
     import torch
     from safetensors.torch import load_file
@@ -166,6 +248,27 @@ def test_half_written_checkpoint_is_never_picked(tiny_llm_dir: Path, tmp_path: P
     assert "resuming from" in (out / "train.log").read_text()
 
 
+def test_older_checkpoints_go_only_once_the_new_one_is_complete(tmp_path: Path) -> None:
+    """The Trainer writes checkpoint-4 in place; only when the callback has marked it complete
+    does checkpoint-2 go (save_total_limit=1), so a kill at any moment leaves one to resume."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from tuneforge.train.callback import RunCallback
+    from tuneforge.train.stopping import StopRequest
+
+    folder = tmp_path / "checkpoints"
+    for step in (2, 4):
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        (folder / f"checkpoint-{step}" / "optimizer.pt").write_bytes(b"state")
+    (folder / "checkpoint-2" / COMPLETE).write_text('{"step": 2}\n')
+    args = TrainingArguments(output_dir=str(folder), save_total_limit=None, report_to=[])
+    callback = RunCallback(tmp_path / "log.jsonl", StopRequest(tmp_path / "STOP"),
+                           save_total_limit=1)
+    callback.on_save(args, TrainerState(global_step=4), TrainerControl())
+    assert [p.name for p in folder.iterdir()] == ["checkpoint-4"]
+    assert (folder / "checkpoint-4" / COMPLETE).is_file()
+
+
 def test_overwrite_output_dir_starts_afresh(tiny_llm_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(config(tiny_llm_dir, out, max_steps=3), Settings())
@@ -197,7 +300,7 @@ def test_gpu_only_options_fail_before_any_work(tiny_llm_dir: Path, tmp_path: Pat
     out = tmp_path / "run"
     with pytest.raises(UnsupportedError, match=words):
         train(config(tiny_llm_dir, out, **flags), Settings())
-    assert not (out / "checkpoints").exists()
+    assert not out.exists()  # refused before the run directory is made
 
 
 def test_bf16_where_the_cpu_has_it_refused_where_it_does_not(tiny_llm_dir: Path,

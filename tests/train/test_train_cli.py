@@ -45,21 +45,33 @@ def test_train_takes_llamafactory_flags_and_says_where_things_are(tiny_llm_dir, 
     assert str(out / "output") in stdout and "training_loss.png" in stdout
 
 
-def test_train_takes_the_rest_service_script_flags(tiny_llm_dir, tmp_path, capsys) -> None:
+def test_train_takes_the_rest_service_script_flags(tiny_llm_dir, tmp_path, capsys,
+                                                   monkeypatch) -> None:
+    """Run as the seed runs scripts/train_lora.py: from the project folder, whose
+    config/models.yaml holds the LoRA defaults (no file named on the command line)."""
     data = tmp_path / "train.json"
     data.write_text(json.dumps([{"text": "用户：你好\n助手：你好！有什么可以帮助你的吗？"}] * 8,
                                ensure_ascii=False))
-    models_yaml = tmp_path / "models.yaml"
-    models_yaml.write_text("lora_config:\n  r: 4\n  lora_alpha: 8\n  target_modules:\n"
-                           "    - q_proj\n    - v_proj\n  lora_dropout: 0.05\n  bias: none\n")
+    project = tmp_path / "project"
+    (project / "config").mkdir(parents=True)
+    (project / "config" / "models.yaml").write_text(
+        "lora_config:\n  r: 4\n  lora_alpha: 8\n  target_modules:\n    - q_proj\n"
+        "    - v_proj\n  lora_dropout: 0.05\n  bias: none\nmodels:\n  - Qwen/Qwen2-7B\n")
+    monkeypatch.chdir(project)
     out = tmp_path / "my_task"
-    code, _, _ = run(["train", str(models_yaml), "--base_model", str(tiny_llm_dir),
-                      "--dataset_path", str(data), "--output_dir", str(out), "--num_epochs", "1",
-                      "--batch_size", "4", "--learning_rate", "2e-4", "--dataset_format", "json",
-                      "--stage", "pt", "--cutoff_len", "32"], capsys)
+    script_flags = ["--base_model", str(tiny_llm_dir), "--dataset_path", str(data),
+                    "--output_dir", str(out), "--num_epochs", "1", "--batch_size", "4",
+                    "--learning_rate", "2e-4", "--dataset_format", "json"]
+    code, _, _ = run(["train", *script_flags, "--stage", "pt", "--cutoff_len", "32"], capsys)
     assert code == 0
     adapter = json.loads((out / "output" / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    assert adapter["lora_alpha"] == 8 and adapter["lora_dropout"] == 0.05
+    # a flag wins over the file; LLaMA-Factory's flags alone do not read the file
+    code, shown, _ = run(["config", "show", *script_flags, "--lora_rank", "2"], capsys)
+    assert code == 0 and "lora_rank: 2\n" in shown and "lora_alpha: 8\n" in shown
+    code, shown, _ = run(["config", "show", "--model_name_or_path", str(tiny_llm_dir)], capsys)
+    assert code == 0 and "lora_rank: 8\n" in shown and "lora_alpha: null\n" in shown
 
 
 def test_seed_command_without_cuda_says_what_to_drop(tiny_llm_dir, tmp_path, capsys) -> None:
@@ -70,7 +82,10 @@ def test_seed_command_without_cuda_says_what_to_drop(tiny_llm_dir, tmp_path, cap
     flags = [*lf_flags(tiny_llm_dir, tmp_path / "o", 2), "--quantization_bit", "4", "--fp16"]
     code, _, err = run(["train", *flags], capsys)
     assert code == 2 and err.count("\n") == 1
-    assert "drop --quantization_bit" in err
+    assert "quantization_bit=4 (QLoRA: bitsandbytes) and fp16 (float16 mixed precision): " \
+           "need a CUDA GPU" in err
+    assert "drop --quantization_bit and --fp16" in err  # both at once
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(("flag", "words"), [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -116,11 +117,15 @@ def config_show(
     ctx: typer.Context,
     config: Annotated[str | None, typer.Argument(help="A YAML or JSON config file.")] = None,
 ) -> None:
-    """Resolve a config (file, then --key value overrides) and print it with canonical names."""
+    """Resolve a config (file, then --key value overrides) and print it with canonical names;
+    as `train` does, with train_lora.py's flags the LoRA defaults of ./config/models.yaml."""
     overrides = list(ctx.args)
     if config is not None and config.startswith("--"):  # no file: the first override
         config, overrides = None, [config, *overrides]
-    render.print_yaml(dump_run_config(load_run_config(config, overrides=overrides)))
+    from tuneforge.config.models_yaml import script_defaults
+
+    render.print_yaml(dump_run_config(load_run_config(
+        config, overrides=overrides, defaults=script_defaults(overrides, Path.cwd()))))
 
 
 @config_app.command("schema")
@@ -142,6 +147,7 @@ def train_command(
     """Fine-tune a model. Takes LLaMA-Factory's, Qianfan's and the REST service's option
     names, from a YAML/JSON file and as --key value flags (flags win). With --launcher
     torchrun --nproc_per_node N (or FORCE_TORCHRUN=1) it runs as N processes under torchrun."""
+    from tuneforge.config.models_yaml import script_defaults
     from tuneforge.train.launch import force_torchrun_flags, launch, needs_launch
     from tuneforge.train.run import train
 
@@ -149,7 +155,8 @@ def train_command(
     if config is not None and config.startswith("--"):
         config, overrides = None, [config, *overrides]
     overrides = [*force_torchrun_flags(os.environ), *overrides]
-    run_config = load_run_config(config, overrides=overrides)
+    run_config = load_run_config(config, overrides=overrides,
+                                 defaults=script_defaults(overrides, Path.cwd()))
     if needs_launch(run_config):  # this same command again, as torchrun's processes
         code, launched = launch(run_config, [*filter(None, [config]), *overrides], Settings())
         if launched is not None:

@@ -147,9 +147,13 @@ def load_run_config(
     overrides: Sequence[str] = (),
     values: Mapping[str, Any] | None = None,
     source: str = "request",
+    defaults: tuple[Mapping[str, Any], str] | None = None,
 ) -> RunConfig:
-    """A RunConfig from a YAML/JSON file, then `values` (a dict), then argv-style overrides."""
+    """A RunConfig from `defaults` (values and where they come from), then a YAML/JSON file,
+    then `values` (a dict), then argv-style overrides; later ones win."""
     layers: list[tuple[Mapping[str, Any], str | None, Mapping[Path_, int] | None]] = []
+    if defaults is not None:
+        layers.append((defaults[0], defaults[1], None))
     if path is not None:
         data, lines = read_yaml(Path(path))
         if data is None:

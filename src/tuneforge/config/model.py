@@ -18,7 +18,9 @@ class ModelConfig(Section):
         "(e.g. smollm2-135m-instruct) or a hub id already in the local cache.",
     )
     adapter_name_or_path: str | None = Field(
-        default=None, description="A PEFT adapter to load on top of the base model."
+        default=None,
+        description="A PEFT adapter to start from (a directory, run folder or run id): LoRA "
+        "training of a causal LM continues it; full, freeze and rm merge it into the base.",
     )
     tokenizer: str | None = Field(
         default=None, description="Tokenizer location when it differs from the model's."

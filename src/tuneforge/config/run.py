@@ -77,6 +77,22 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _eval_settings_need_eval_data(self) -> RunConfig:
+        # without held-out data the Trainer never evaluates: these would silently do nothing
+        t = self.training
+        asked = [name for name, value in (("training.early_stopping_steps",
+                                           t.early_stopping_steps),
+                                          ("training.load_best_model_at_end",
+                                           t.load_best_model_at_end)) if value]
+        if asked and self.data.eval_split_ratio <= 0 and not self.data.eval_dataset:
+            raise ValueError(
+                f"{' and '.join(asked)} need{'s' if len(asked) == 1 else ''} evaluation data; "
+                "set data.eval_split_ratio "
+                "(val_size) or data.eval_dataset, or drop them"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _interleave_probs_match(self) -> RunConfig:
         probs = self.data.interleave_probs
         if probs is not None and len(probs) != len(self.data.dataset):
@@ -117,6 +133,15 @@ class RunConfig(Section):
                 f"method.stage={self.method.stage} trains the whole encoder; got "
                 f"method.finetuning_type={self.method.finetuning_type}, expected full (or "
                 "leave it out)")
+        return self
+
+    @model_validator(mode="after")
+    def _encoders_take_no_adapter(self) -> RunConfig:
+        if self.method.stage in ENCODER_STAGES and self.model.adapter_name_or_path:
+            raise ValueError(
+                f"method.stage={self.method.stage} trains a whole encoder and takes no "
+                "model.adapter_name_or_path; drop it"
+            )
         return self
 
     @model_validator(mode="after")

@@ -54,8 +54,8 @@ from tuneforge.errors import (
     StateError,
     UnsupportedError,
 )
+from tuneforge.models.adapters import adapter_dir
 from tuneforge.models.sources import resolve_model
-from tuneforge.serve.adapters import adapter_dir
 from tuneforge.serve.decode import FastDecoder, padded_positions
 from tuneforge.serve.prompts import BASE, request_prompt, training_renderer
 from tuneforge.serve.requests import Completion, GenerationRequest

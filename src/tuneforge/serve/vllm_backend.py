@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 from tuneforge.data.templates import Renderer
 from tuneforge.data.tokenizer import load_tokenizer
 from tuneforge.errors import NotFoundError, OverloadedError, StateError, UnsupportedError
+from tuneforge.models.adapters import adapter_dir
 from tuneforge.models.sources import resolve_model
-from tuneforge.serve.adapters import adapter_dir
 from tuneforge.serve.prompts import BASE, request_prompt, training_renderer
 from tuneforge.serve.requests import Completion, GenerationRequest
 from tuneforge.serve.stream import TextStream

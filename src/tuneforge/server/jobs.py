@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from tuneforge.config.load import load_run_config
+from tuneforge.config.models_yaml import LORA_KEYS, lora_defaults
 from tuneforge.data.infer import infer_spec
 from tuneforge.data.load import load_data
 from tuneforge.data.read import read_rows
@@ -51,11 +51,6 @@ PATH_OPTIONS = ("dataset_dir", "resume_from_checkpoint", "adapter_name_or_path",
                 "tokenizer_name_or_path", "media_dir", "cache_dir", "logging_dir",
                 "export_dir", "template_file")
 REMOTE_CODE = ("trust_remote_code",)
-# config/models.yaml's lora_config (PEFT names) -> RunConfig names
-LORA_KEYS = {"r": "lora_rank", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
-             "target_modules": "lora_target", "bias": "lora_bias", "use_dora": "use_dora",
-             "use_rslora": "use_rslora"}
-MODELS_YAML = Path("config") / "models.yaml"
 
 
 @dataclass(frozen=True)
@@ -177,34 +172,6 @@ def check_data(dataset: Path, eval_dataset: Path | None, stage: str, *,
     config = load_run_config(values=values, source="request")
     bundle = load_data(config.data, stage=stage, seed=config.training.seed)
     return len(bundle.train)
-
-
-def lora_defaults(base: Path) -> dict[str, Any]:
-    """The REST-service seed's LoRA defaults: `lora_config` of config/models.yaml in the
-    server's working directory, by RunConfig names; {} without that file.
-
-    Raises:
-        ConfigError: the file is not YAML, or lora_config holds an unknown key.
-    """
-    path = base / MODELS_YAML
-    if not path.is_file():
-        return {}
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError.one(f"expected YAML: {exc}", file=str(path),
-                              line=mark.line + 1 if mark else None, field="lora_config") \
-            from None
-    block = document.get("lora_config") if isinstance(document, dict) else None
-    if not isinstance(block, dict):
-        return {}
-    unknown = sorted(set(block) - set(LORA_KEYS))
-    if unknown:
-        raise ConfigError.one(f"unknown key(s) {', '.join(unknown)}; expected "
-                              f"{', '.join(LORA_KEYS)}", file=str(path),
-                              field=f"lora_config.{unknown[0]}")
-    return {LORA_KEYS[k]: v for k, v in block.items()}
 
 
 # -- the seed's shape ----------------------------------------------------------------------

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ConfigError, ForbiddenError, NotFoundError, UnsupportedError
+from tuneforge.models.adapters import ADAPTER_CONFIG, adapter_dir
 from tuneforge.models.sources import resolve_model
-from tuneforge.serve.adapters import ADAPTER_CONFIG, adapter_dir
 from tuneforge.serve.encoders import EncoderEngine, encoder_kind
 from tuneforge.serve.engine import Engine, WeightFormat
 from tuneforge.settings import Settings

@@ -47,7 +47,7 @@ def training_arguments(config: RunConfig, output_dir: Path, *, has_eval: bool, d
         logging_first_step=True,
         save_strategy="steps",
         save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
+        save_total_limit=None,  # RunCallback rotates, once the new checkpoint is complete
         save_only_model=t.save_only_model,
         eval_strategy=eval_strategy,
         eval_steps=(t.eval_steps or t.save_steps) if eval_strategy == "steps" else None,

@@ -1,4 +1,5 @@
-"""The only hook into the Trainer loop: trainer_log.jsonl, the stop check, checkpoint marks.
+"""The only hook into the Trainer loop: trainer_log.jsonl, the stop check, checkpoint marks
+and their rotation.
 
 trainer_log.jsonl uses LLaMA-Factory's field names (current_steps, total_steps, loss,
 eval_loss, lr, epoch, percentage, elapsed_time, remaining_time) so tools that read its log
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_utils import rotate_checkpoints
 
 from tuneforge.train.checkpoint import mark_complete
 from tuneforge.train.distributed import any_rank, wait_for_everyone
@@ -43,9 +45,10 @@ def _preference_metrics(logs: dict[str, float]) -> dict[str, float]:
 class RunCallback(TrainerCallback):  # type: ignore[misc]
     """Writes the metrics log, honours stop requests, marks complete checkpoints."""
 
-    def __init__(self, log_file: Path, stop: StopRequest, progress: Progress | None = None
-                 ) -> None:
+    def __init__(self, log_file: Path, stop: StopRequest, progress: Progress | None = None,
+                 save_total_limit: int | None = None) -> None:
         self.log_file = log_file
+        self.save_total_limit = save_total_limit
         self.stop = stop
         self.progress = progress
         self.stopped = False
@@ -107,3 +110,8 @@ class RunCallback(TrainerCallback):  # type: ignore[misc]
         wait_for_everyone()  # each rank writes its own RNG state into the checkpoint
         if checkpoint.is_dir() and args.should_save:
             mark_complete(checkpoint, state.global_step)
+            # older checkpoints go only now that this one is complete (the Trainer, which is
+            # given no limit, would delete them before): a kill between the two always leaves
+            # a complete checkpoint to resume from. transformers' own rotation, by step.
+            rotate_checkpoints(args.output_dir, self.save_total_limit,
+                               state.best_model_checkpoint)

@@ -19,21 +19,25 @@ def check_hardware(config: RunConfig) -> str:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if config.effective_quantization_bit is not None:
-        if device != "cuda":
+    if device != "cuda":  # every GPU-only option in one error: the user drops them at once
+        bits = config.effective_quantization_bit
+        gpu_only = [(f"quantization_bit={bits} (QLoRA: bitsandbytes)", "--quantization_bit",
+                     "LoRA trains the unquantised model")] if bits is not None else []
+        if config.training.fp16:
+            gpu_only.append(("fp16 (float16 mixed precision)", "--fp16",
+                             "bf16 is used by itself where this CPU has it"))
+        if gpu_only:
             raise UnsupportedError(
-                f"quantization_bit={config.effective_quantization_bit} (QLoRA)",
-                "bitsandbytes quantisation needs a CUDA GPU and none is available",
-                hint="drop --quantization_bit and use finetuning_type lora",
-            )
+                " and ".join(feature for feature, _, _ in gpu_only),
+                f"need{'s' if len(gpu_only) == 1 else ''} a CUDA GPU and none is available",
+                hint="drop " + " and ".join(flag for _, flag, _ in gpu_only) + ": "
+                     + "; ".join(note for _, _, note in gpu_only))
+    if config.effective_quantization_bit is not None:
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
             raise UnsupportedError("QLoRA", "the bitsandbytes package is not installed",
                                    hint="pip install bitsandbytes") from None
-    if config.training.fp16 and device != "cuda":
-        raise UnsupportedError("fp16", "float16 mixed precision needs a CUDA GPU",
-                               hint="drop --fp16, or use --bf16 on a CPU that supports it")
     if config.training.bf16 and device == "cuda" and not torch.cuda.is_bf16_supported():
         raise UnsupportedError("bf16", "this GPU does not support bfloat16", hint="use --fp16")
     if config.training.bf16 and device == "cpu" and cpu_bf16_speedup() < SLOW_BF16:

@@ -138,10 +138,31 @@ def apply_freeze(model: nn.Module, method: MethodConfig) -> nn.Module:
     return model
 
 
-def apply_method(model: nn.Module, method: MethodConfig, task_type: str = "CAUSAL_LM"
-                 ) -> nn.Module:
-    """The model with exactly the parameters `method` trains set to require gradients."""
-    if method.finetuning_type in ("lora", "qlora"):
+def start_from_adapter(model: nn.Module, adapter: Path | None, method: MethodConfig,
+                       task_type: str = "CAUSAL_LM") -> tuple[nn.Module, bool]:
+    """`model.adapter_name_or_path` applied as LLaMA-Factory applies it: a LoRA run of a causal
+    LM continues training that adapter (its rank and targets: the lora_* options do not
+    apply); any other run (full, freeze, a reward model's new head) starts from the base with
+    the adapter merged in. Returns the model and whether it is the continued adapter."""
+    if adapter is None:
+        return model, False
+    from peft import PeftModel
+
+    if method.finetuning_type in ("lora", "qlora") and task_type == "CAUSAL_LM":
+        logger.info("continuing the LoRA adapter in %s", adapter)
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=True), True
+    logger.info("merging the adapter in %s into the base before training", adapter)
+    return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload(), False
+
+
+def apply_method(model: nn.Module, method: MethodConfig, task_type: str = "CAUSAL_LM",
+                 adapter: Path | None = None) -> nn.Module:
+    """The model with exactly the parameters `method` trains set to require gradients,
+    starting from `adapter` where one is given (`start_from_adapter`)."""
+    model, continued = start_from_adapter(model, adapter, method, task_type)
+    if continued:
+        pass  # the adapter's own LoRA layers train
+    elif method.finetuning_type in ("lora", "qlora"):
         model = apply_lora(model, method, task_type)
     elif method.finetuning_type == "freeze":
         model = apply_freeze(model, method)
@@ -157,10 +178,12 @@ def apply_method(model: nn.Module, method: MethodConfig, task_type: str = "CAUSA
     return model
 
 
-def policy_and_adapter(model: nn.Module, method: MethodConfig) -> tuple[nn.Module, Any]:
+def policy_and_adapter(model: nn.Module, method: MethodConfig, adapter: Path | None = None
+                       ) -> tuple[nn.Module, Any]:
     """For TRL's DPO/KTO trainers: full and freeze applied to `model`; for LoRA the unwrapped
     model and its LoraConfig, which the trainer applies itself so that its reference model is
-    the policy with the adapter disabled (no second copy of the weights)."""
-    if method.finetuning_type in ("lora", "qlora"):
+    the policy with the adapter disabled (no second copy of the weights). A continued
+    `adapter` comes as the PEFT model itself (its reference: the base, adapter disabled)."""
+    if method.finetuning_type in ("lora", "qlora") and adapter is None:
         return model, lora_config(model, method)
-    return apply_method(model, method), None
+    return apply_method(model, method, adapter=adapter), None

@@ -46,7 +46,7 @@ def run_reward_model(config: RunConfig, paths: RunPaths, settings: Settings, sto
     torch.manual_seed(config.training.seed)  # the score head is new: its init follows the seed
     model = load_model(config, inputs.model_dir, AutoModelForSequenceClassification,
                        num_labels=1)
-    model = apply_method(model, config.method, task_type="SEQ_CLS")
+    model = apply_method(model, config.method, task_type="SEQ_CLS", adapter=inputs.adapter)
     has_eval = inputs.eval is not None
     args = training_arguments(config, paths.checkpoints, has_eval=has_eval, device=inputs.device,
                               cls=RewardConfig, max_length=config.data.max_length,
@@ -100,7 +100,7 @@ def _policy(config: RunConfig, inputs: Any) -> tuple[Any, Any]:
 
     torch.manual_seed(config.training.seed)
     model = load_model(config, inputs.model_dir, AutoModelForCausalLM)
-    return policy_and_adapter(model, config.method)
+    return policy_and_adapter(model, config.method, inputs.adapter)
 
 
 def run_kto(config: RunConfig, paths: RunPaths, settings: Settings, stop: StopRequest,

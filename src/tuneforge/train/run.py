@@ -25,7 +25,7 @@ from tuneforge.train.distributed import (
 )
 from tuneforge.train.encoder import run_embedding, run_reranker
 from tuneforge.train.events import EventLog
-from tuneforge.train.hardware import bound_kernel_caches
+from tuneforge.train.hardware import bound_kernel_caches, check_hardware
 from tuneforge.train.plot import plot_losses
 from tuneforge.train.preference import run_dpo, run_kto, run_reward_model
 from tuneforge.train.sft import TrainResult, run_causal_lm
@@ -87,6 +87,7 @@ def train(config: RunConfig, settings: Settings, progress: Progress | None = Non
     if recipe is None:
         raise UnsupportedError(f"stage {config.method.stage}",
                                f"not implemented yet; available: {', '.join(RECIPES)}")
+    check_hardware(config)  # what this machine cannot do fails before the run dir exists
     backend = join_process_group(config)  # several processes: rank 0 writes the run dir
     paths = RunPaths(Path(from_main(str(run_dir_for(config, settings).root))))
     if is_main_process():

@@ -41,7 +41,7 @@ def run_causal_lm(config: RunConfig, paths: RunPaths, settings: Settings, stop: 
     model = load_model(config, model_dir, AutoModelForCausalLM)
     if config.data.padding_free:  # attention per packed sample, with no L x L mask
         model.set_attn_implementation(PACKED_ATTENTION)
-    model = apply_method(model, config.method)
+    model = apply_method(model, config.method, adapter=inputs.adapter)
     args = training_arguments(config, paths.checkpoints, has_eval=eval_data is not None,
                               device=device)
     compute = mixed_precision_dtype(args)

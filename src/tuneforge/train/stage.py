@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from tuneforge.data.load import DataBundle, load_data
 from tuneforge.data.tokenize import TokenizedData, TokenizeOptions, tokenize_examples
 from tuneforge.data.tokenizer import load_tokenizer
 from tuneforge.errors import DataError
+from tuneforge.models.adapters import adapter_dir
 from tuneforge.paths import RunPaths, atomic_write, commit_dir
 from tuneforge.settings import Settings
 from tuneforge.train.callback import Progress, RunCallback
@@ -55,6 +57,7 @@ class StageInputs:
     tokenizer: PreTrainedTokenizerBase
     train: TokenizedData
     eval: TokenizedData | None
+    adapter: Path | None = None  # model.adapter_name_or_path, resolved
 
 
 def prepare_stage(config: RunConfig, paths: RunPaths, settings: Settings,
@@ -69,6 +72,8 @@ def prepare_stage(config: RunConfig, paths: RunPaths, settings: Settings,
     from transformers.utils import logging as hf_logging
 
     device = check_hardware(config)
+    adapter = adapter_dir(config.model.adapter_name_or_path, settings) \
+        if config.model.adapter_name_or_path else None  # a wrong path fails before any work
     hf_logging.disable_progress_bar()  # progress is ours: the callback's trainer_log records
     with main_process_first():  # rank 0 fills the model and token caches, the others read
         bundle, model_dir = load_stage_data(config, paths, settings)
@@ -85,7 +90,7 @@ def prepare_stage(config: RunConfig, paths: RunPaths, settings: Settings,
                             file=", ".join(config.data.dataset))
     logger.info("data: %d training rows, %d eval rows; %s", len(train_data),
                 len(eval_data or []), train_data.report.reasons)
-    return StageInputs(device, model_dir, tokenizer, train_data, eval_data)
+    return StageInputs(device, model_dir, tokenizer, train_data, eval_data, adapter)
 
 
 def load_stage_data(config: RunConfig, paths: RunPaths, settings: Settings
@@ -108,7 +113,7 @@ def run_callbacks(config: RunConfig, paths: RunPaths, stop: StopRequest,
     """Our callback (trainer_log.jsonl, stop, checkpoint marks) and early stopping if asked."""
     from transformers import EarlyStoppingCallback
 
-    callback = RunCallback(paths.trainer_log, stop, progress)
+    callback = RunCallback(paths.trainer_log, stop, progress, config.training.save_total_limit)
     callbacks: list[Any] = [callback]
     if config.training.early_stopping_steps and has_eval:
         callbacks.append(EarlyStoppingCallback(config.training.early_stopping_steps))
@@ -142,6 +147,9 @@ def train_and_save(trainer: Trainer, callback: RunCallback, config: RunConfig, p
     staging = shared_atomic_dir(paths.output)  # the output appears whole or not at all
     trainer.save_model(str(staging))  # every rank: DeepSpeed / FSDP gather the weights here
     if is_main_process():
+        reference = staging / "ref"  # TRL's frozen copy of a continued adapter (dpo/kto)
+        if (reference / "adapter_config.json").is_file():
+            shutil.rmtree(reference)  # the output is the trained adapter alone
         if inputs is not None:
             inputs.tokenizer.save_pretrained(str(staging))
             atomic_write(staging / TEMPLATE_FILE,

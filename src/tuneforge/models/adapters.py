@@ -1,4 +1,5 @@
-"""Where a LoRA adapter named by a request or a command line lives."""
+"""Where a LoRA adapter named by a request or a command line lives (serving, and training
+that continues an adapter)."""
 
 from __future__ import annotations
 
