@@ -269,6 +269,73 @@ def test_older_checkpoints_go_only_once_the_new_one_is_complete(tmp_path: Path) 
     assert (folder / "checkpoint-4" / COMPLETE).is_file()
 
 
+def test_resume_from_checkpoint_takes_a_path_or_auto(tiny_llm_dir: Path, tmp_path: Path
+                                                     ) -> None:
+    from tuneforge.errors import NotFoundError
+
+    first = tmp_path / "first"
+    train(config(tiny_llm_dir, first, max_steps=6, save_steps=2), Settings())
+    # a path: another run's checkpoint starts a new folder at its step
+    other = tmp_path / "other"
+    outcome = train(config(tiny_llm_dir, other, max_steps=6,
+                           resume_from_checkpoint=str(first / "checkpoints" / "checkpoint-4")),
+                    Settings())
+    assert outcome.result.global_step == 6
+    assert [r["current_steps"] for r in log_lines(other)] == [5, 6]
+    assert f"resuming from {first / 'checkpoints' / 'checkpoint-4'}" in (
+        other / "train.log").read_text()
+    # auto: the folder's newest complete checkpoint, even with overwrite_output_dir unset
+    outcome = train(config(tiny_llm_dir, first, max_steps=8, save_steps=2,
+                           resume_from_checkpoint="auto"), Settings())
+    assert outcome.result.global_step == 8
+    assert "checkpoint-6" in (first / "train.log").read_text()
+    with pytest.raises(NotFoundError, match="checkpoint"):
+        train(config(tiny_llm_dir, tmp_path / "third",
+                     resume_from_checkpoint=str(tmp_path / "nowhere")), Settings())
+
+
+def test_the_last_step_is_checkpointed_off_the_save_grid(tiny_llm_dir: Path,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    outcome = train(config(tiny_llm_dir, out, max_steps=5, save_steps=2), Settings())
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "checkpoint-2", "checkpoint-4", "checkpoint-5"]
+    assert outcome.result.checkpoint == out / "checkpoints" / "checkpoint-5"
+    assert (out / "checkpoints" / "checkpoint-5" / COMPLETE).is_file()
+
+
+def test_warmup_and_report_to_reach_the_trainer(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    from tuneforge.train.arguments import training_arguments
+
+    steps = training_arguments(config(tiny_llm_dir, tmp_path, warmup_steps=3, report_to="none"),
+                               tmp_path, has_eval=False, device="cpu")
+    assert steps.warmup_steps == 3 and steps.report_to == []
+    ratio = training_arguments(config(tiny_llm_dir, tmp_path, warmup_ratio=0.1),
+                               tmp_path, has_eval=False, device="cpu")
+    assert ratio.warmup_steps == 0.1  # transformers 5 takes a ratio through warmup_steps
+    out = tmp_path / "run"  # and the schedule follows: the lr climbs over the first 3 steps
+    train(config(tiny_llm_dir, out, max_steps=6, warmup_steps=3,
+                 lr_scheduler_type="constant_with_warmup"), Settings())
+    peak = 5e-3
+    assert [r["lr"] for r in log_lines(out)] == pytest.approx(
+        [0, peak / 3, 2 * peak / 3, peak, peak, peak])
+
+
+def test_report_to_a_sink_not_installed_or_unknown_fails_before_any_work(
+        tiny_llm_dir: Path, tmp_path: Path) -> None:
+    from transformers.integrations import get_available_reporting_integrations
+
+    from tuneforge.errors import ConfigError
+
+    out = tmp_path / "run"
+    if "tensorboard" not in get_available_reporting_integrations():
+        with pytest.raises(UnsupportedError, match="pip install tensorboard"):
+            train(config(tiny_llm_dir, out, report_to="tensorboard"), Settings())
+    with pytest.raises(ConfigError, match="got tensorbored"):
+        train(config(tiny_llm_dir, out, report_to="tensorbored"), Settings())
+    assert not out.exists()
+
+
 def test_overwrite_output_dir_starts_afresh(tiny_llm_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(config(tiny_llm_dir, out, max_steps=3), Settings())

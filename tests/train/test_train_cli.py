@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,10 +40,14 @@ def lf_flags(model: Path, out: Path, steps: int) -> list[str]:
 def test_train_takes_llamafactory_flags_and_says_where_things_are(tiny_llm_dir, tmp_path,
                                                                   capsys) -> None:
     out = tmp_path / "out"
-    code, stdout, _ = run(["train", *lf_flags(tiny_llm_dir, out, 2)], capsys)
+    code, stdout, stderr = run(["train", *lf_flags(tiny_llm_dir, out, 2)], capsys)
     assert code == 0
     assert "completed" in stdout
     assert str(out / "output") in stdout and "training_loss.png" in stdout
+    assert f"metrics:    {out / 'trainer_log.jsonl'}" in stdout
+    # the bar's last state (a terminal redraws it in place): steps, loss and tokens/s
+    last = json.loads((out / "trainer_log.jsonl").read_text().splitlines()[-1])
+    assert re.search(rf"training .* 2/2 loss {last['loss']:.4f} \d+ tok/s", stderr)
 
 
 def test_train_takes_the_rest_service_script_flags(tiny_llm_dir, tmp_path, capsys,

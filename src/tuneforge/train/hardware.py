@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 from tuneforge.config.run import RunConfig
-from tuneforge.errors import NotFoundError, UnsupportedError
+from tuneforge.errors import ConfigError, NotFoundError, UnsupportedError
 from tuneforge.models.hardware import cpu_bf16_speedup, cpu_has_fast_bf16
 
 # oneDNN's primitive cache and ideep's, per process (their defaults: 1,024 each)
@@ -45,6 +45,7 @@ def check_hardware(config: RunConfig) -> str:
             "bf16", "this CPU has no native bfloat16 matmul (torch would emulate it, far slower "
             "than float32)", hint="drop --bf16; unset, bf16 is used where it is faster")
     _check_sharding(config, device)
+    _check_report_to(config)
     return device
 
 
@@ -78,6 +79,24 @@ def bound_kernel_caches() -> None:
 
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", KERNEL_CACHE_ENTRIES)
     os.environ.setdefault("LRU_CACHE_CAPACITY", KERNEL_CACHE_ENTRIES)  # ideep's
+
+
+def _check_report_to(config: RunConfig) -> None:
+    """Metric sinks transformers knows and can reach here (else it fails at the Trainer's
+    start with a traceback, after the data and model have loaded)."""
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    sinks = [s for s in config.output.report_to if s not in ("none", "all")]
+    unknown = [s for s in sinks if s not in INTEGRATION_TO_CALLBACK]
+    if unknown:
+        raise ConfigError.one(f"expected some of {', '.join(sorted(INTEGRATION_TO_CALLBACK))} "
+                              f"or none, got {', '.join(unknown)}", field="output.report_to")
+    missing = [s for s in sinks if s not in get_available_reporting_integrations()]
+    if missing:
+        raise UnsupportedError(f"report_to {', '.join(missing)}",
+                               "its package is not installed in this environment",
+                               hint=f"pip install {' '.join(missing)}, or drop --report_to")
 
 
 def _check_sharding(config: RunConfig, device: str) -> None:
