@@ -79,14 +79,8 @@ def test_llamafactory_yaml_maps_onto_canonical_fields(tmp_path: Path) -> None:
 
 def test_seed_cli_flags_parse_like_llamafactory() -> None:
     # the seed's `accelerate launch src/train_bash.py ...` flags, verbatim
-    seed_flags = """
-        --stage sft --model_name_or_path ./Llama-2-7b-chat-hf --do_train --dataset mm
-        --finetuning_type lora --quantization_bit 4 --overwrite_cache --output_dir output
-        --per_device_train_batch_size 8 --gradient_accumulation_steps 4
-        --lr_scheduler_type cosine --logging_steps 10 --save_steps 1000 --learning_rate 5e-5
-        --num_train_epochs 2.0 --plot_loss --fp16 --template llama2 --lora_target q_proj,v_proj
-    """
-    argv = seed_flags.split()
+    argv = (Path(__file__).parents[1] / "assets" / "llamafactory_seed_flags.txt").read_text(
+        encoding="utf-8").split()
     config = load_run_config(overrides=argv)
     assert config.data.overwrite_cache is True
     assert config.training.learning_rate == 5e-5

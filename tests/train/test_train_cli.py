@@ -79,18 +79,40 @@ def test_train_takes_the_rest_service_script_flags(tiny_llm_dir, tmp_path, capsy
     assert code == 0 and "lora_rank: 8\n" in shown and "lora_alpha: null\n" in shown
 
 
-def test_seed_command_without_cuda_says_what_to_drop(tiny_llm_dir, tmp_path, capsys) -> None:
+# full-flow-training-llama-factory.zh.md's `accelerate launch src/train_bash.py` flags, verbatim
+SEED_FLAGS = (Path(__file__).parents[1] / "assets" / "llamafactory_seed_flags.txt").read_text(
+    encoding="utf-8").split()
+
+
+def test_seed_command_as_written_says_what_to_drop_then_trains(tiny_llm_dir, tmp_path, capsys,
+                                                               monkeypatch) -> None:
+    import shutil
+
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("quantization works on a CUDA machine")
-    flags = [*lf_flags(tiny_llm_dir, tmp_path / "o", 2), "--quantization_bit", "4", "--fp16"]
-    code, _, err = run(["train", *flags], capsys)
+    monkeypatch.chdir(tmp_path)  # the seed runs in its project folder: ./model, data/, output
+    code, _, err = run(["train", *SEED_FLAGS], capsys)
     assert code == 2 and err.count("\n") == 1
     assert "quantization_bit=4 (QLoRA: bitsandbytes) and fp16 (float16 mixed precision): " \
            "need a CUDA GPU" in err
-    assert "drop --quantization_bit and --fp16" in err  # both at once
-    assert not (tmp_path / "o").exists()
+    assert "drop --quantization_bit and --fp16" in err  # both at once, before any work
+    assert not (tmp_path / "output").exists()
+    # once the model and data are local (the seed's ./Llama-2-7b-chat-hf and its `mm` entry
+    # of data/dataset_info.json) and the two flags dropped, the rest trains as written
+    shutil.copytree(tiny_llm_dir, tmp_path / "Llama-2-7b-chat-hf")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mm.json").write_text(json.dumps(
+        [{"instruction": f"Say {i}.", "input": "", "output": f"{i}."} for i in range(8)]))
+    (tmp_path / "data" / "dataset_info.json").write_text('{"mm": {"file_name": "mm.json"}}')
+    local = [f for i, f in enumerate(SEED_FLAGS) if f not in ("--quantization_bit", "--fp16")
+             and SEED_FLAGS[i - 1] != "--quantization_bit"]
+    code, stdout, err = run(["train", *local], capsys)
+    assert code == 0, err
+    assert "completed after 2 steps" in stdout  # 8 rows, 8 x 4 a step: one step an epoch
+    assert (tmp_path / "output" / "output" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "output" / "training_loss.png").is_file()
 
 
 @pytest.mark.parametrize(("flag", "words"), [
