@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tuneforge.config.export import build_export_config
 from tuneforge.errors import ConfigError, NotFoundError
+from tuneforge.export.run import export_model
 from tuneforge.models import list_models, prepare_model, resolve_model
-from tuneforge.models.gguf import read_record
+from tuneforge.models.gguf import greedy_token_ids, read_record
 from tuneforge.settings import Settings
+
+
+def _load(directory: Path) -> tuple[Any, Any]:
+    """The causal LM (float32) and tokenizer saved in `directory`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
+    return model, AutoTokenizer.from_pretrained(str(directory))
 
 
 def test_a_local_directory_resolves_to_itself(tiny_llm_dir: Path) -> None:
@@ -36,6 +51,52 @@ def test_an_uncached_hub_id_says_so() -> None:
         resolve_model("someone/not-cached-model", Settings())
     message = str(info.value)
     assert "not in the local Hugging Face cache" in message and "no network" in message
+
+
+def test_a_cached_hub_id_resolves_to_its_snapshot(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    """huggingface_hub reads HF_HUB_CACHE once, at import, so the resolve runs in a fresh
+    Python pointed at a cache laid out here as the hub lays one out."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--tiny"
+    shutil.copytree(tiny_llm_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = (
+        "from tuneforge.models import resolve_model; from tuneforge.settings import Settings; "
+        "print(resolve_model('org/tiny', Settings()))"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    snapshot = Path(done.stdout.strip())
+    assert snapshot == (repo / "snapshots" / commit).resolve()
+    model, tokenizer = _load(snapshot)
+    assert greedy_token_ids(model, tokenizer) == greedy_token_ids(*_load(tiny_llm_dir))
+
+
+def test_a_gguf_file_is_prepared_once_and_answers_like_its_model(
+    tiny_llm_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "exported"
+    export_model(build_export_config({"model": str(tiny_llm_dir), "output_dir": str(out),
+                                      "format": "gguf"}), Settings(home=tmp_path / "export-home"))
+    gguf = out / "model.gguf"
+    settings = Settings()
+    path = resolve_model(str(gguf), settings)
+    assert path.parent == settings.models and path.name.startswith("gguf-")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "chat_template.jinja"} <= {p.name for p in path.iterdir()}
+    record = read_record(path)
+    assert record is not None and record.check.identical
+    assert record.source.file == str(gguf.resolve())
+    model, tokenizer = _load(path)
+    assert tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
+    assert greedy_token_ids(model, tokenizer) == greedy_token_ids(*_load(tiny_llm_dir))
+    stamps = {p.name: p.stat().st_mtime_ns for p in path.iterdir()}
+    assert resolve_model(str(gguf), settings) == path  # no second conversion
+    assert prepare_model(str(gguf), settings) == path
+    assert {p.name: p.stat().st_mtime_ns for p in path.iterdir()} == stamps
+    assert [p.name for p in settings.models.iterdir()] == [path.name]
 
 
 def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import re
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,12 +97,17 @@ def _from_gguf(gguf: Path, target: Path, *, known_class: bool = False) -> PreTra
     if not target.is_dir():
         logger.info("converting the tokenizer of %s once into %s", gguf, target)
         loader = PreTrainedTokenizerFast if known_class else AutoTokenizer
-        try:
-            tokenizer = loader.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        except (OSError, ValueError) as e:  # transformers' words for "not a GGUF tokenizer"
-            raise DataError.one(
-                f"expected a GGUF file with a tokenizer: {e}", file=str(gguf)
-            ) from None
+        # Beside tokenizer files (a tuneforge export has them) transformers reads neither
+        # fully: the tokenizer loses its special tokens and chat template. So the GGUF is
+        # read from a folder of its own.
+        with tempfile.TemporaryDirectory() as alone:
+            (Path(alone) / gguf.name).symlink_to(gguf.resolve())
+            try:
+                tokenizer = loader.from_pretrained(alone, gguf_file=gguf.name)
+            except (OSError, ValueError) as e:  # transformers' words for "not a GGUF tokenizer"
+                raise DataError.one(
+                    f"expected a GGUF file with a tokenizer: {e}", file=str(gguf)
+                ) from None
         tmp = atomic_dir(target)
         tokenizer.save_pretrained(str(tmp))
         commit_dir(tmp, target, keep=Path.is_dir)  # another process converted it meanwhile
