@@ -21,7 +21,8 @@ class OutputConfig(Section):
         default=False, description="Write training_loss.png (and the eval curve)."
     )
     report_to: list[str] = Field(
-        default_factory=list, description="Extra metric sinks: tensorboard, mlflow."
+        default_factory=list,
+        description="Extra metric sinks (transformers' integrations): tensorboard, wandb, mlflow.",
     )
 
     _split = field_validator("report_to", mode="before")(split_commas)
