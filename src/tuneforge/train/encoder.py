@@ -38,7 +38,7 @@ from tuneforge.settings import Settings
 from tuneforge.train.arguments import training_arguments
 from tuneforge.train.callback import Progress
 from tuneforge.train.distributed import main_process_first
-from tuneforge.train.hardware import check_hardware
+from tuneforge.train.hardware import training_device
 from tuneforge.train.stage import TrainResult, load_stage_data, run_callbacks, train_and_save
 from tuneforge.train.stopping import StopRequest
 
@@ -95,7 +95,7 @@ def prepare_encoder_stage(config: RunConfig, paths: RunPaths, settings: Settings
     """
     from transformers.utils import logging as hf_logging
 
-    device = check_hardware(config)
+    device = training_device()  # `train` has checked what the machine can do
     hf_logging.disable_progress_bar()
     # sentence-transformers shows progress bars (encode, model card) when its logger is at
     # INFO, as ours is: progress is the callback's

@@ -14,11 +14,19 @@ KERNEL_CACHE_ENTRIES = "64"
 SLOW_BF16 = 0.3  # asked-for bf16 is refused below this (emulated, no native kernels)
 
 
-def check_hardware(config: RunConfig) -> str:
-    """The device training runs on; UnsupportedError for what this machine cannot do."""
+def training_device() -> str:
+    """The device training runs on: cuda where torch sees a GPU, else cpu."""
     import torch
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_hardware(config: RunConfig) -> str:
+    """The device training runs on; UnsupportedError for what this machine cannot do.
+    `train` calls it once, before the run directory is made; recipes read `training_device`."""
+    import torch
+
+    device = training_device()
     if device != "cuda":  # every GPU-only option in one error: the user drops them at once
         bits = config.effective_quantization_bit
         gpu_only = [(f"quantization_bit={bits} (QLoRA: bitsandbytes)", "--quantization_bit",

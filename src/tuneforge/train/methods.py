@@ -183,7 +183,8 @@ def policy_and_adapter(model: nn.Module, method: MethodConfig, adapter: Path | N
     """For TRL's DPO/KTO trainers: full and freeze applied to `model`; for LoRA the unwrapped
     model and its LoraConfig, which the trainer applies itself so that its reference model is
     the policy with the adapter disabled (no second copy of the weights). A continued
-    `adapter` comes as the PEFT model itself (its reference: the base, adapter disabled)."""
+    `adapter` comes as the PEFT model itself; TRL then keeps a frozen copy of the adapter
+    (named "ref") as the reference, so the reference is the model the run starts from."""
     if method.finetuning_type in ("lora", "qlora") and adapter is None:
         return model, lora_config(model, method)
     return apply_method(model, method, adapter=adapter), None

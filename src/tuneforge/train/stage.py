@@ -1,8 +1,9 @@
 """The steps every training recipe shares, around the part that differs (model and trainer).
 
-A recipe (sft.py, preference.py) reads top to bottom: `prepare_stage` checks the machine,
-loads and tokenises the data (writing data_report.json) and finds the model and tokenizer;
-the recipe builds its model and trainer; `run_callbacks` gives the trainer our callbacks;
+A recipe (sft.py, preference.py) reads top to bottom (`train` has checked the machine):
+`prepare_stage` resolves the adapter to start from, loads and tokenises the data (writing
+data_report.json) and finds the model and tokenizer; the recipe builds its model and
+trainer; `run_callbacks` gives the trainer our callbacks;
 `train_and_save` trains (resuming when asked) and saves the output with its tokenizer and
 template, atomically.
 """
@@ -27,7 +28,7 @@ from tuneforge.settings import Settings
 from tuneforge.train.callback import Progress, RunCallback
 from tuneforge.train.checkpoint import resolve_resume
 from tuneforge.train.distributed import is_main_process, main_process_first, shared_atomic_dir
-from tuneforge.train.hardware import check_hardware
+from tuneforge.train.hardware import training_device
 from tuneforge.train.stopping import StopRequest
 
 if TYPE_CHECKING:
@@ -62,16 +63,17 @@ class StageInputs:
 
 def prepare_stage(config: RunConfig, paths: RunPaths, settings: Settings,
                   options: TokenizeOptions | None = None) -> StageInputs:
-    """Check the machine, load the stage's data (report under `paths`), find the model and
-    tokenise the data with its tokenizer and template (`options`: default from `config`).
+    """Resolve the adapter to start from, load the stage's data (report under `paths`), find
+    the model and tokenise the data with its tokenizer and template (`options`: default from
+    `config`).
 
     Raises:
-        UnsupportedError: the machine cannot do what `config` asks (fp16 or QLoRA on a CPU).
+        NotFoundError: `model.adapter_name_or_path` holds no adapter.
         DataError: the data is missing, broken or of the wrong kind for the stage.
     """
     from transformers.utils import logging as hf_logging
 
-    device = check_hardware(config)
+    device = training_device()  # `train` has checked what the machine can do
     adapter = adapter_dir(config.model.adapter_name_or_path, settings) \
         if config.model.adapter_name_or_path else None  # a wrong path fails before any work
     hf_logging.disable_progress_bar()  # progress is ours: the callback's trainer_log records
